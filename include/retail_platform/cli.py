@@ -1,0 +1,186 @@
+"""The `retail` command: operate the platform from a shell or CI.
+
+retail source start|stop|status|env   the private MariaDB that plays the replica
+retail generate --preset classic|prod [--scale F] [--seed N] [--variant modern|original] [--replace]
+retail generate --from-dump FILE.sql   a classicmodels dump as it is, plus ratings
+retail live --rate 2 --duration 60     keep inserting and shipping orders
+retail show                            what is in the source (read-only user)
+retail pipeline                        the main job end to end (./platform run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from retail_platform.settings import Settings, conn_env_var
+
+
+def _cmd_source(args) -> int:
+    from retail_platform.source.connection import configured_connection
+    from retail_platform.source.local_mariadb import LocalMariaDB
+
+    settings = Settings.from_env()
+    configured = configured_connection(settings.source_conn_id)
+    if configured is not None and args.action in ("start", "stop"):
+        print(
+            f"{conn_env_var(settings.source_conn_id)} is set: the source is {configured.describe()}; "
+            "the private instance is not used"
+        )
+        return 0
+    instance = LocalMariaDB.from_settings(settings)
+    if args.action == "start":
+        instance.ensure_running()
+        print(f"private MariaDB running on 127.0.0.1:{instance.port} (data in {instance.datadir})")
+    elif args.action == "stop":
+        instance.stop()
+        print("private MariaDB stopped")
+    elif args.action == "status":
+        if configured is not None:
+            print(f"source: {configured.describe()} (from {conn_env_var(settings.source_conn_id)})")
+        elif instance.is_running():
+            print(
+                f"private MariaDB running on 127.0.0.1:{instance.port}; reader "
+                f"{instance.connection('reader').describe()}"
+            )
+        else:
+            print("private MariaDB not running")
+            return 1
+    elif args.action == "env":
+        instance.ensure_running()
+        # For a shell: export the connections Airflow and dbt read. Contains passwords.
+        for role, conn_id in (("reader", settings.source_conn_id), ("admin", settings.admin_conn_id)):
+            print(f"export {conn_env_var(conn_id)}='{instance.connection(role).airflow_uri()}'")
+    return 0
+
+
+def _cmd_generate(args) -> int:
+    from retail_platform.source.seed import seed_source
+
+    summary = seed_source(
+        preset=args.preset,
+        scale=args.scale,
+        seed=args.seed,
+        variant=args.variant,
+        dump=Path(args.from_dump) if args.from_dump else None,
+        replace=args.replace,
+        truth_dir=Path(args.truth_dir) if args.truth_dir else None,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_live(args) -> int:
+    from retail_platform.generator.live import run_live
+    from retail_platform.source.connection import source_connection
+
+    settings = Settings.from_env()
+    admin = source_connection("admin", settings)
+    stats = run_live(
+        admin,
+        rate_per_s=args.rate,
+        duration_s=args.duration,
+        ship_fraction=args.ship_fraction,
+        seed=args.seed,
+        truth_dir=settings.ground_truth_dir / admin.database,
+    )
+    print(json.dumps({k: v for k, v in vars(stats).items() if k != "inserted_order_numbers"}, default=str))
+    return 0
+
+
+def _cmd_show(args) -> int:
+    from retail_platform.source.seed import source_row_counts
+
+    counts = source_row_counts()
+    width = max(map(len, counts), default=5)
+    for table, count in counts.items():
+        print(f"{table:<{width}}  {count:>10,}")
+    return 0
+
+
+def _cmd_pipeline(args) -> int:
+    from retail_platform.pipeline import run_pipeline
+
+    return run_pipeline(
+        preset=args.preset,
+        scale=args.scale,
+        seed=args.seed,
+        variant=args.variant,
+        dump=Path(args.from_dump) if args.from_dump else None,
+        regenerate=args.regenerate,
+        stop_source=args.stop_source,
+    )
+
+
+def _add_generation_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preset", default="classic", help="classic (real dump sizes) or prod (~100k customers)"
+    )
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply the preset's sizes")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--variant",
+        default="modern",
+        choices=["modern", "original"],
+        help="modern adds orderTimestamp and updated_at cursors; original is v3.1 as is",
+    )
+    parser.add_argument("--from-dump", metavar="FILE", help="load a classicmodels dump instead of generating")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="retail", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("source", help="the private MariaDB instance")
+    p.add_argument("action", choices=["start", "stop", "status", "env"])
+    p.set_defaults(func=_cmd_source)
+
+    p = sub.add_parser("generate", help="build the source database")
+    _add_generation_args(p)
+    p.add_argument("--replace", action="store_true", help="drop and rebuild existing tables")
+    p.add_argument("--truth-dir", help="where ground truth goes (default <state>/ground_truth/<database>)")
+    p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("live", help="keep inserting and updating orders at a rate")
+    p.add_argument("--rate", type=float, default=2.0, help="orders a second")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds (0: until interrupted)")
+    p.add_argument("--ship-fraction", type=float, default=0.3, help="orders shipped per order inserted")
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(func=_cmd_live)
+
+    p = sub.add_parser("show", help="row counts in the source (read-only user)")
+    p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser("pipeline", help="the main job end to end")
+    _add_generation_args(p)
+    p.add_argument("--regenerate", action="store_true", help="rebuild the source even if it is seeded")
+    p.add_argument("--stop-source", action="store_true", help="stop the private MariaDB at the end")
+    p.set_defaults(func=_cmd_pipeline)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if getattr(args, "duration", None) == 0:
+        args.duration = None
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a clear one-line error for operators; -v shows the traceback
+        if args.verbose:
+            raise
+        print(f"retail {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""A private MariaDB instance that plays the read replica on one machine.
+
+It has its own data directory, socket and port under the project's state folder, so
+it never touches a MariaDB/MySQL server the user already runs. It provisions two
+users: an admin used only for seeding and a read-only user for every extraction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from retail_platform.settings import Settings
+from retail_platform.source.connection import MySQLConnectionInfo
+
+ADMIN_USER = "retail_admin"
+READER_USER = "retail_reader"
+# The replica's own guard against runaway queries from the platform (seconds).
+READER_MAX_STATEMENT_TIME = 900
+
+
+class LocalMariaDBError(RuntimeError):
+    pass
+
+
+def _binary(name: str) -> str:
+    for candidate in (shutil.which(name), f"/usr/sbin/{name}", f"/usr/bin/{name}"):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    raise LocalMariaDBError(
+        f"{name} not found: install the Debian package "
+        f"{'mariadb-server-core' if name != 'mariadb' else 'mariadb-client'} (./platform does it when root)"
+    )
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        # The state follows the parenthesised command name in /proc/<pid>/stat.
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return True
+    if state == "Z":
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child
+        return False
+    return True
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LocalMariaDB:
+    base_dir: Path
+    database: str = "classicmodels"
+    requested_port: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LocalMariaDB:
+        return cls(settings.local_mariadb_dir, requested_port=settings.mariadb_port)
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def datadir(self) -> Path:
+        return self.base_dir / "data"
+
+    @property
+    def socket_path(self) -> Path:
+        path = self.base_dir / "mysqld.sock"
+        # Unix socket paths are limited to ~107 bytes; deep checkouts fall back to /tmp.
+        if len(str(path)) > 100:
+            digest = hashlib.sha1(str(self.base_dir).encode()).hexdigest()[:12]
+            path = Path(f"/tmp/retail-mariadb-{digest}.sock")
+        return path
+
+    @property
+    def pid_file(self) -> Path:
+        return self.base_dir / "mysqld.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.base_dir / "mysqld.log"
+
+    @property
+    def instance_file(self) -> Path:
+        return self.base_dir / "instance.json"
+
+    # ------------------------------------------------------------------ state
+    def _instance(self) -> dict:
+        if self.instance_file.exists():
+            return json.loads(self.instance_file.read_text())
+        return {}
+
+    def _save_instance(self, doc: dict) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.instance_file.with_suffix(".tmp")
+        # Holds the generated passwords: readable by the owner only.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh, indent=2)
+        os.replace(tmp, self.instance_file)
+
+    @property
+    def port(self) -> int:
+        port = self._instance().get("port")
+        if port is None:
+            raise LocalMariaDBError(f"private MariaDB in {self.base_dir} is not initialised")
+        return int(port)
+
+    def connection(self, role: str) -> MySQLConnectionInfo:
+        doc = self._instance()
+        users = doc.get("users", {})
+        if role not in users:
+            raise LocalMariaDBError(f"private MariaDB in {self.base_dir} has no {role} user yet")
+        return MySQLConnectionInfo(
+            host="127.0.0.1",
+            port=int(doc["port"]),
+            user=users[role]["user"],
+            password=users[role]["password"],
+            database=self.database,
+            conn_id=f"local_{role}",
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def is_running(self) -> bool:
+        return self.pid() is not None and self._accepts_connections()
+
+    def _accepts_connections(self) -> bool:
+        try:
+            conn = self.root_connect(connect_timeout=2)
+        except Exception:
+            return False
+        conn.close()
+        return True
+
+    def ensure_running(self) -> LocalMariaDB:
+        if not (self.datadir / "mysql").exists():
+            self._initialise()
+        if not self.is_running():
+            self._start()
+        self._provision()
+        return self
+
+    def _initialise(self) -> None:
+        if self.datadir.exists():
+            shutil.rmtree(self.datadir)  # a half-initialised directory from an interrupted run
+        self.datadir.mkdir(parents=True)
+        cmd = [
+            _binary("mariadb-install-db"),
+            "--no-defaults",
+            f"--datadir={self.datadir}",
+            f"--user={getpass.getuser()}",
+            "--auth-root-authentication-method=socket",
+            "--skip-test-db",
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise LocalMariaDBError(
+                f"mariadb-install-db failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+            )
+
+    def _choose_port(self) -> int:
+        doc = self._instance()
+        for candidate in (self.requested_port, doc.get("port")):
+            if candidate and _port_free(int(candidate)):
+                return int(candidate)
+        if self.requested_port:
+            raise LocalMariaDBError(
+                f"RETAIL_MARIADB_PORT={self.requested_port} is in use by another process; "
+                "choose another port or unset it"
+            )
+        return _free_port()
+
+    def _start(self) -> None:
+        stale = self.pid()
+        if stale is not None:
+            # A server that runs but does not answer: stop it before starting afresh.
+            self.stop()
+        port = self._choose_port()
+        doc = self._instance()
+        doc["port"] = port
+        self._save_instance(doc)
+        (self.base_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        cmd = [
+            _binary("mariadbd"),
+            "--no-defaults",
+            f"--datadir={self.datadir}",
+            f"--socket={self.socket_path}",
+            f"--pid-file={self.pid_file}",
+            f"--log-error={self.log_file}",
+            f"--tmpdir={self.base_dir / 'tmp'}",
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            f"--user={getpass.getuser()}",
+            "--skip-name-resolve",
+            "--skip-log-bin",
+            "--default-time-zone=+00:00",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_general_ci",
+            "--local-infile=1",
+            "--max-allowed-packet=256M",
+            "--innodb-buffer-pool-size=1G",
+            "--innodb-log-file-size=512M",
+            # A development copy of the replica: durability per second is enough.
+            "--innodb-flush-log-at-trx-commit=2",
+            "--max-connections=200",
+        ]
+        with open(self.base_dir / "mysqld.stdout", "ab") as out:
+            process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise LocalMariaDBError(f"mariadbd exited with {process.returncode}:\n{self._log_tail()}")
+            if self.socket_path.exists() and self._accepts_connections():
+                return
+            time.sleep(0.2)
+        raise LocalMariaDBError(f"mariadbd did not accept connections within 120 s:\n{self._log_tail()}")
+
+    def _log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 120) -> None:
+        pid = self.pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)  # mariadbd shuts down cleanly on SIGTERM
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return
+            time.sleep(0.2)
+        raise LocalMariaDBError(f"mariadbd (pid {pid}) did not stop within {timeout:.0f} s")
+
+    # ------------------------------------------------------------------ users
+    def root_connect(self, **extra):
+        """Superuser over the unix socket (socket authentication: no password exists)."""
+        import MySQLdb
+
+        return MySQLdb.connect(
+            unix_socket=str(self.socket_path), user=getpass.getuser(), charset="utf8mb4", **extra
+        )
+
+    def _provision(self) -> None:
+        doc = self._instance()
+        users = doc.setdefault("users", {})
+        for role, name in (("admin", ADMIN_USER), ("reader", READER_USER)):
+            users.setdefault(role, {"user": name, "password": secrets.token_urlsafe(18)})
+        self._save_instance(doc)
+        db = self.database
+        admin, reader = users["admin"], users["reader"]
+        statements = [f"CREATE DATABASE IF NOT EXISTS `{db}` CHARACTER SET latin1"]
+        for host in ("127.0.0.1", "localhost"):
+            statements += [
+                f"CREATE USER IF NOT EXISTS '{admin['user']}'@'{host}' IDENTIFIED BY %(admin)s",
+                f"ALTER USER '{admin['user']}'@'{host}' IDENTIFIED BY %(admin)s",
+                # The admin seeds classicmodels and scratch copies named classicmodels*.
+                f"GRANT ALL PRIVILEGES ON `{db}%`.* TO '{admin['user']}'@'{host}'",
+                f"CREATE USER IF NOT EXISTS '{reader['user']}'@'{host}' IDENTIFIED BY %(reader)s",
+                f"ALTER USER '{reader['user']}'@'{host}' IDENTIFIED BY %(reader)s "
+                f"WITH MAX_STATEMENT_TIME {READER_MAX_STATEMENT_TIME}",
+                # Read-only: SELECT on the source, and the right to see replication status.
+                f"GRANT SELECT ON `{db}`.* TO '{reader['user']}'@'{host}'",
+                f"GRANT SLAVE MONITOR ON *.* TO '{reader['user']}'@'{host}'",
+            ]
+        conn = self.root_connect()
+        try:
+            with conn.cursor() as cur:
+                for statement in statements:
+                    if "%(" in statement:
+                        cur.execute(statement, {"admin": admin["password"], "reader": reader["password"]})
+                    else:
+                        cur.execute(statement)
+            conn.commit()
+        finally:
+            conn.close()
+
+    def grant_reader(self, database: str) -> None:
+        """Let the read-only user read another database (tests use scratch copies)."""
+        reader = self.connection("reader").user
+        conn = self.root_connect()
+        try:
+            with conn.cursor() as cur:
+                for host in ("127.0.0.1", "localhost"):
+                    cur.execute(f"GRANT SELECT ON `{database}`.* TO '{reader}'@'{host}'")
+            conn.commit()
+        finally:
+            conn.close()

@@ -1,0 +1,451 @@
+"""The data generator against a real MariaDB: schema, keys, determinism, realism, ground truth."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import timedelta
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from retail_platform.generator import reference as ref
+from retail_platform.generator.build import generate
+from retail_platform.generator.dump import load_dump
+from retail_platform.generator.live import run_live
+from retail_platform.generator.load import SourceNotEmptyError, load_source, write_ground_truth
+from retail_platform.generator.presets import get_preset
+
+# classicmodels v3.1 as published (mysqltutorial.org), column for column:
+# (column, type, nullable, key). Keys: PRI primary, MUL indexed.
+V31_COLUMNS = {
+    "customers": [
+        ("customerNumber", "int(11)", "NO", "PRI"),
+        ("customerName", "varchar(50)", "NO", ""),
+        ("contactLastName", "varchar(50)", "NO", ""),
+        ("contactFirstName", "varchar(50)", "NO", ""),
+        ("phone", "varchar(50)", "NO", ""),
+        ("addressLine1", "varchar(50)", "NO", ""),
+        ("addressLine2", "varchar(50)", "YES", ""),
+        ("city", "varchar(50)", "NO", ""),
+        ("state", "varchar(50)", "YES", ""),
+        ("postalCode", "varchar(15)", "YES", ""),
+        ("country", "varchar(50)", "NO", ""),
+        ("salesRepEmployeeNumber", "int(11)", "YES", "MUL"),
+        ("creditLimit", "decimal(10,2)", "YES", ""),
+    ],
+    "employees": [
+        ("employeeNumber", "int(11)", "NO", "PRI"),
+        ("lastName", "varchar(50)", "NO", ""),
+        ("firstName", "varchar(50)", "NO", ""),
+        ("extension", "varchar(10)", "NO", ""),
+        ("email", "varchar(100)", "NO", ""),
+        ("officeCode", "varchar(10)", "NO", "MUL"),
+        ("reportsTo", "int(11)", "YES", "MUL"),
+        ("jobTitle", "varchar(50)", "NO", ""),
+    ],
+    "offices": [
+        ("officeCode", "varchar(10)", "NO", "PRI"),
+        ("city", "varchar(50)", "NO", ""),
+        ("phone", "varchar(50)", "NO", ""),
+        ("addressLine1", "varchar(50)", "NO", ""),
+        ("addressLine2", "varchar(50)", "YES", ""),
+        ("state", "varchar(50)", "YES", ""),
+        ("country", "varchar(50)", "NO", ""),
+        ("postalCode", "varchar(15)", "NO", ""),
+        ("territory", "varchar(10)", "NO", ""),
+    ],
+    "orderdetails": [
+        ("orderNumber", "int(11)", "NO", "PRI"),
+        ("productCode", "varchar(15)", "NO", "PRI"),
+        ("quantityOrdered", "int(11)", "NO", ""),
+        ("priceEach", "decimal(10,2)", "NO", ""),
+        ("orderLineNumber", "smallint(6)", "NO", ""),
+    ],
+    "orders": [
+        ("orderNumber", "int(11)", "NO", "PRI"),
+        ("orderDate", "date", "NO", ""),
+        ("requiredDate", "date", "NO", ""),
+        ("shippedDate", "date", "YES", ""),
+        ("status", "varchar(15)", "NO", ""),
+        ("comments", "text", "YES", ""),
+        ("customerNumber", "int(11)", "NO", "MUL"),
+    ],
+    "payments": [
+        ("customerNumber", "int(11)", "NO", "PRI"),
+        ("checkNumber", "varchar(50)", "NO", "PRI"),
+        ("paymentDate", "date", "NO", ""),
+        ("amount", "decimal(10,2)", "NO", ""),
+    ],
+    "productlines": [
+        ("productLine", "varchar(50)", "NO", "PRI"),
+        ("textDescription", "varchar(4000)", "YES", ""),
+        ("htmlDescription", "mediumtext", "YES", ""),
+        ("image", "mediumblob", "YES", ""),
+    ],
+    "products": [
+        ("productCode", "varchar(15)", "NO", "PRI"),
+        ("productName", "varchar(70)", "NO", ""),
+        ("productLine", "varchar(50)", "NO", "MUL"),
+        ("productScale", "varchar(10)", "NO", ""),
+        ("productVendor", "varchar(50)", "NO", ""),
+        ("productDescription", "text", "NO", ""),
+        ("quantityInStock", "smallint(6)", "NO", ""),
+        ("buyPrice", "decimal(10,2)", "NO", ""),
+        ("MSRP", "decimal(10,2)", "NO", ""),
+    ],
+    "ratings": [
+        ("customerNumber", "int(11)", "NO", "PRI"),
+        ("productCode", "varchar(15)", "NO", "PRI"),
+        ("productRating", "tinyint(4)", "NO", ""),
+    ],
+}
+V31_FOREIGN_KEYS = {
+    ("customers", "customers_ibfk_1", "salesRepEmployeeNumber", "employees", "employeeNumber"),
+    ("employees", "employees_ibfk_1", "reportsTo", "employees", "employeeNumber"),
+    ("employees", "employees_ibfk_2", "officeCode", "offices", "officeCode"),
+    ("orderdetails", "orderdetails_ibfk_1", "orderNumber", "orders", "orderNumber"),
+    ("orderdetails", "orderdetails_ibfk_2", "productCode", "products", "productCode"),
+    ("orders", "orders_ibfk_1", "customerNumber", "customers", "customerNumber"),
+    ("payments", "payments_ibfk_1", "customerNumber", "customers", "customerNumber"),
+    ("products", "products_ibfk_1", "productLine", "productlines", "productLine"),
+    ("ratings", "ratings_ibfk_1", "customerNumber", "customers", "customerNumber"),
+    ("ratings", "ratings_ibfk_2", "productCode", "products", "productCode"),
+}
+UPDATED_AT = ("updated_at", "timestamp(6)", "NO", "MUL")
+MODERN_EXTRA = {
+    "customers": [UPDATED_AT],
+    "products": [UPDATED_AT],
+    "orders": [("orderTimestamp", "datetime", "YES", ""), UPDATED_AT],
+    "orderdetails": [UPDATED_AT],
+    "payments": [UPDATED_AT],
+    "ratings": [UPDATED_AT],
+}
+
+
+@pytest.fixture(scope="module")
+def classic(admin):
+    """The classic preset, modern variant, in its own database."""
+    db = admin.with_database("classicmodels_gen")
+    source = generate(get_preset("classic"), seed=7, variant="modern")
+    load_source(source, db, replace=True)
+    return source, db
+
+
+@pytest.fixture(scope="module")
+def original(admin):
+    db = admin.with_database("classicmodels_gen_orig")
+    source = generate(get_preset("classic"), seed=7, variant="original")
+    load_source(source, db, replace=True)
+    return source, db
+
+
+def _columns(sql, info, database):
+    rows = sql.query(
+        info,
+        "SELECT table_name, column_name, column_type, is_nullable, column_key FROM information_schema.columns "
+        "WHERE table_schema = %s ORDER BY table_name, ordinal_position",
+        (database,),
+    )
+    out: dict[str, list] = {}
+    for table, *column in rows:
+        out.setdefault(table, []).append(tuple(column))
+    return out
+
+
+def _foreign_keys(sql, info, database):
+    rows = sql.query(
+        info,
+        "SELECT table_name, constraint_name, column_name, referenced_table_name, referenced_column_name "
+        "FROM information_schema.key_column_usage WHERE table_schema = %s AND referenced_table_name IS NOT NULL",
+        (database,),
+    )
+    return set(rows)
+
+
+def test_original_schema_is_classicmodels_v31_column_for_column(sql, original):
+    _, db = original
+    assert _columns(sql, db, db.database) == V31_COLUMNS
+    assert _foreign_keys(sql, db, db.database) == V31_FOREIGN_KEYS
+    charsets = sql.query(
+        db,
+        "SELECT t.table_name, c.character_set_name FROM information_schema.tables t JOIN "
+        "information_schema.collation_character_set_applicability c ON c.collation_name = t.table_collation "
+        "WHERE t.table_schema = %s",
+        (db.database,),
+    )
+    assert {charset for _, charset in charsets} == {"latin1"}
+
+
+def test_modern_schema_only_appends_documented_columns(sql, classic):
+    _, db = classic
+    expected = {table: cols + MODERN_EXTRA.get(table, []) for table, cols in V31_COLUMNS.items()}
+    assert _columns(sql, db, db.database) == expected
+    assert _foreign_keys(sql, db, db.database) == V31_FOREIGN_KEYS
+
+
+def test_classic_preset_has_the_real_dump_sizes(sql, classic):
+    _, db = classic
+    counts = {
+        t: sql.query(db, f"SELECT COUNT(*) FROM `{t}`")[0][0]
+        for t in ("customers", "products", "orders", "orderdetails", "productlines")
+    }
+    assert counts == {
+        "customers": 122,
+        "products": 110,
+        "orders": 326,
+        "orderdetails": 2996,
+        "productlines": 7,
+    }
+
+
+@pytest.mark.parametrize("fixture", ["classic", "original"])
+def test_foreign_keys_hold(sql, request, fixture):
+    _, db = request.getfixturevalue(fixture)
+    for table, _, column, parent, parent_column in V31_FOREIGN_KEYS:
+        orphans = sql.query(
+            db,
+            f"SELECT COUNT(*) FROM `{table}` c LEFT JOIN `{parent}` p ON c.`{column}` = p.`{parent_column}` "
+            f"WHERE c.`{column}` IS NOT NULL AND p.`{parent_column}` IS NULL",
+        )[0][0]
+        assert orphans == 0, f"{table}.{column} has {orphans} rows without a {parent}"
+
+
+def test_same_seed_same_data_other_seed_other_data(sql, admin, classic):
+    source, db = classic
+    again = generate(get_preset("classic"), seed=7, variant="modern")
+    for name, table in source.tables.items():
+        assert table.equals(again.tables[name]), f"{name} differs between two runs with the same seed"
+    for name, table in source.truth.items():
+        assert table.equals(again.truth[name]), f"ground truth {name} differs"
+    copy = admin.with_database("classicmodels_gen_copy")
+    load_source(again, copy, replace=True)
+    for table in source.tables:
+        ours = sql.query(db, f"CHECKSUM TABLE `{table}`")[0][1]
+        theirs = sql.query(copy, f"CHECKSUM TABLE `{table}`")[0][1]
+        assert ours == theirs, f"{table}: the same seed loaded different rows"
+    other = generate(get_preset("classic"), seed=8, variant="modern")
+    assert not other.tables["orderdetails"].equals(source.tables["orderdetails"])
+
+
+def test_scaled_prod_preset_is_deterministic():
+    preset = get_preset("prod", 0.01)
+    a, b = generate(preset, seed=3), generate(preset, seed=3)
+    assert a.tables["orderdetails"].num_rows > 30_000
+    for name in a.tables:
+        assert a.tables[name].equals(b.tables[name]), name
+
+
+def test_data_is_realistic(sql, classic):
+    _, db = classic
+    assert sql.query(db, "SELECT COUNT(*) FROM products WHERE buyPrice >= MSRP OR buyPrice <= 0")[0][0] == 0
+    assert (
+        sql.query(db, "SELECT COUNT(*) FROM orderdetails WHERE priceEach <= 0 OR quantityOrdered <= 0")[0][0]
+        == 0
+    )
+    # Shipped-like orders have a shipped date after the order date; others have none.
+    assert (
+        sql.query(
+            db,
+            "SELECT COUNT(*) FROM orders WHERE (status IN ('Shipped','Resolved','Disputed')) <> (shippedDate IS NOT NULL)"
+            " OR shippedDate < orderDate OR requiredDate < orderDate OR DATE(orderTimestamp) <> orderDate",
+        )[0][0]
+        == 0
+    )
+    # Each shipped order is paid exactly: one payment a shipped order, totals equal per customer.
+    mismatched = sql.query(
+        db,
+        "SELECT o.customerNumber FROM (SELECT o.customerNumber, SUM(d.quantityOrdered * d.priceEach) AS owed "
+        "FROM orders o JOIN orderdetails d USING (orderNumber) WHERE o.shippedDate IS NOT NULL "
+        "GROUP BY o.customerNumber) o LEFT JOIN (SELECT customerNumber, SUM(amount) AS paid FROM payments "
+        "GROUP BY customerNumber) p USING (customerNumber) WHERE p.paid IS NULL OR p.paid <> o.owed",
+    )
+    assert mismatched == ()
+    assert (
+        sql.query(db, "SELECT COUNT(*) FROM payments")[0][0]
+        == sql.query(db, "SELECT COUNT(*) FROM orders WHERE shippedDate IS NOT NULL")[0][0]
+    )
+    # Cities, states and postal codes belong to their countries.
+    cities = {(country.name, city.name): city for country in ref.COUNTRIES for city in country.cities}
+    for city, state, postal, country in sql.query(
+        db, "SELECT city, state, postalCode, country FROM customers"
+    ):
+        known = cities[(country, city)]
+        assert state == known.state, (city, state)
+        assert (postal is None) == (known.postal is None)
+        if postal:
+            assert len(postal) == len(known.postal)
+    # Customers without credit never ordered; order numbers grow with time.
+    assert (
+        sql.query(
+            db,
+            "SELECT COUNT(*) FROM orders o JOIN customers c USING (customerNumber) WHERE c.creditLimit = 0",
+        )[0][0]
+        == 0
+    )
+    stamps = [row[0] for row in sql.query(db, "SELECT orderTimestamp FROM orders ORDER BY orderNumber")]
+    assert stamps == sorted(stamps)
+
+
+def test_text_keeps_accents_in_latin1(sql, classic):
+    _, db = classic
+    names = {row[0] for row in sql.query(db, "SELECT contactFirstName FROM customers")} | {
+        row[0] for row in sql.query(db, "SELECT city FROM customers")
+    }
+    assert any(ch in "".join(names) for ch in "éèüöäåøßÅÉ")
+
+
+def test_ratings_follow_the_hidden_tastes(sql, classic, tmp_path):
+    source, db = classic
+    truth_dir = write_ground_truth(source, tmp_path / "truth")
+    truth = pq.read_table(truth_dir / "ratings_truth.parquet").to_pandas()
+    loaded = sql.query(db, "SELECT customerNumber, productCode, productRating FROM ratings")
+    db_ratings = {(c, p): r for c, p, r in loaded}
+    assert db_ratings == {
+        (c, p): r
+        for c, p, r in truth[["customerNumber", "productCode", "productRating"]].itertuples(index=False)
+    }
+    # One rating per purchased pair, no more, no less.
+    purchased = sql.query(
+        db,
+        "SELECT COUNT(*) FROM (SELECT DISTINCT o.customerNumber, d.productCode FROM orders o "
+        "JOIN orderdetails d USING (orderNumber)) x",
+    )[0][0]
+    assert purchased == len(db_ratings)
+    # Ratings carry the tastes: rank correlation with the noise-free affinity is strong.
+    rho = truth[["affinity", "productRating"]].corr(method="spearman").iloc[0, 1]
+    assert rho > 0.6
+    assert set(truth["productRating"]) == {1, 2, 3, 4, 5}
+
+
+def test_purchases_follow_line_tastes():
+    source = generate(get_preset("prod", 0.01), seed=11)
+    tastes = source.truth["customer_tastes"].to_pandas().set_index("customerNumber")
+    line_cols = [f"line_pref:{line}" for line in ref.LINE_NAMES]
+    lines = (
+        source.tables["orderdetails"]
+        .to_pandas()
+        .merge(source.tables["orders"].to_pandas()[["orderNumber", "customerNumber"]], on="orderNumber")
+        .merge(source.tables["products"].to_pandas()[["productCode", "productLine"]], on="productCode")
+    )
+    bought = lines.groupby(["customerNumber", "productLine"]).size().unstack(fill_value=0)
+    bought = bought[bought.sum(axis=1) >= 20]
+    favourite = tastes.loc[bought.index, line_cols].to_numpy().argmax(axis=1)
+    counts = bought.reindex(columns=list(ref.LINE_NAMES), fill_value=0).to_numpy()
+    share_of_favourite = counts[np.arange(len(bought)), favourite] / counts.sum(axis=1)
+    overall_share = counts.sum(axis=0) / counts.sum()
+    # Without tastes a customer would buy each line at its overall share; tastes lift the favourite.
+    assert share_of_favourite.mean() > 1.5 * overall_share[favourite].mean()
+
+
+def test_spikes_are_in_the_data_as_ground_truth_says():
+    source = generate(get_preset("prod", 0.02), seed=5)
+    hours = source.truth["spike_hours"].to_pandas()
+    assert len(source.truth["spikes"]) == 3
+    orders = source.tables["orders"].to_pandas()
+    lines = source.tables["orderdetails"].to_pandas()[["orderNumber", "productCode"]]
+    customers = source.tables["customers"].to_pandas()[["customerNumber", "country"]]
+    facts = lines.merge(orders[["orderNumber", "customerNumber", "orderTimestamp"]], on="orderNumber").merge(
+        customers, on="customerNumber"
+    )
+    facts["hour"] = facts["orderTimestamp"].dt.floor("h")
+    observed = facts.groupby(["productCode", "country", "hour"]).size()
+    for spike_id, spike in hours.groupby("spike_id"):
+        rise = spike[spike.phase == "rise"]
+        assert 2 <= len(rise) <= 6
+        assert list(rise.injected_orders) == sorted(rise.injected_orders) and rise.injected_orders.is_unique
+        for row in spike.itertuples():
+            seen = observed.get((row.productCode, row.country, row.hour), 0)
+            assert seen >= row.injected_orders, (
+                f"spike {spike_id} at {row.hour}: {seen} < {row.injected_orders}"
+            )
+        before = observed.get(
+            (spike.productCode.iloc[0], spike.country.iloc[0], spike.hour.min() - timedelta(hours=1)), 0
+        )
+        assert before < rise.injected_orders.iloc[-1]
+
+
+def test_read_only_user_cannot_write(sql, reader, mariadb):
+    import MySQLdb
+
+    assert sql.query(reader, "SELECT CURRENT_USER()")[0][0].startswith("retail_reader@")
+    for statement in (
+        "INSERT INTO offices VALUES ('99','x','x','x',NULL,NULL,'x','x','x')",
+        "UPDATE customers SET creditLimit = 0",
+        "DELETE FROM payments",
+        "CREATE TABLE scratch (a int)",
+        "DROP TABLE orders",
+        "ALTER TABLE products ADD COLUMN x int",
+        "TRUNCATE TABLE ratings",
+    ):
+        with pytest.raises(MySQLdb.OperationalError, match="denied"):
+            sql.execute(reader, statement)
+
+
+def test_refuses_to_overwrite_a_seeded_database(classic):
+    source, db = classic
+    with pytest.raises(SourceNotEmptyError, match="classicmodels_gen already has tables"):
+        load_source(source, db)
+
+
+def test_from_dump_loads_as_is_and_adds_one_rating_per_purchased_pair(
+    sql, mariadb, original, admin, tmp_path
+):
+    _, db = original
+    dump = tmp_path / "classicmodels.sql"
+    socket = str(mariadb.socket_path)
+    with dump.open("wb") as out:
+        subprocess.run(
+            [
+                "mariadb-dump",
+                f"--socket={socket}",
+                "--user=root",
+                "--databases",
+                db.database,
+                f"--ignore-table={db.database}.ratings",
+                "--skip-dump-date",
+            ],
+            check=True,
+            stdout=out,
+        )
+    target = admin.with_database("classicmodels_from_dump")
+    loaded = load_dump(dump, target, seed=1, replace=True)
+    for table in ("customers", "orders", "orderdetails", "payments", "products"):
+        assert (
+            sql.query(target, f"CHECKSUM TABLE `{table}`")[0][1]
+            == sql.query(db, f"CHECKSUM TABLE `{table}`")[0][1]
+        )
+    pairs = sql.query(
+        target,
+        "SELECT COUNT(*) FROM (SELECT DISTINCT o.customerNumber, d.productCode FROM orders o "
+        "JOIN orderdetails d USING (orderNumber)) x",
+    )[0][0]
+    assert loaded.metadata["row_counts"]["ratings"] == pairs
+    assert (
+        sql.query(target, "SELECT COUNT(*) FROM ratings WHERE productRating NOT BETWEEN 1 AND 5")[0][0] == 0
+    )
+    assert _columns(sql, target, target.database) == V31_COLUMNS
+    assert loaded.truth["ratings_truth"].num_rows == pairs
+
+
+@pytest.mark.parametrize("fixture", ["classic", "original"])
+def test_live_mode_inserts_and_ships_orders_now(sql, request, fixture, admin):
+    _, db = request.getfixturevalue(fixture)
+    before = sql.query(db, "SELECT COUNT(*), MAX(orderNumber) FROM orders")[0]
+    stats = run_live(db, rate_per_s=20, duration_s=1.5, tick_s=0.5, seed=1)
+    after = sql.query(db, "SELECT COUNT(*), MAX(orderNumber) FROM orders")[0]
+    assert stats.orders_inserted > 0 and after[0] == before[0] + stats.orders_inserted
+    assert after[1] == before[1] + stats.orders_inserted
+    new = sql.query(db, "SELECT orderDate, status FROM orders WHERE orderNumber > %s", (before[1],))
+    assert {row[0] for row in new} <= {stats.last_order_timestamp.date()}
+    assert stats.orders_shipped > 0
+    assert (
+        sql.query(db, "SELECT COUNT(*) FROM orders WHERE status = 'Shipped' AND shippedDate = CURDATE()")[0][
+            0
+        ]
+        > 0
+    )
+    if fixture == "classic":
+        newest = sql.query(db, "SELECT MAX(orderTimestamp), MAX(updated_at) FROM orders")[0]
+        assert abs((newest[0] - stats.last_order_timestamp.replace(microsecond=0)).total_seconds()) <= 1
+        assert newest[1] >= newest[0]
