@@ -26,6 +26,7 @@ _HERMETIC_ENV = {
     "DBT_PROJECT_DIR": str(ROOT / "dbt"),
     "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
     "DO_NOT_TRACK": "1",
+    "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
 }
 os.environ.update(_HERMETIC_ENV)
 for _name in list(os.environ):
@@ -36,7 +37,7 @@ for _name in list(os.environ):
         "DBT_TARGET",
     ):
         del os.environ[_name]
-TEST_STATE.mkdir(parents=True, exist_ok=True)
+(TEST_STATE / "airflow").mkdir(parents=True, exist_ok=True)
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +96,20 @@ class SQLRunner:
 @pytest.fixture(scope="session")
 def sql() -> SQLRunner:
     return SQLRunner()
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """A fresh Airflow metadata database (SQLite in the test state folder) for the session."""
+    from airflow.utils import db
+
+    db.resetdb()
+
+
+@pytest.fixture(scope="session")
+def dagbag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert not bag.import_errors, bag.import_errors
+    return bag

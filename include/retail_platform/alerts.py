@@ -1,0 +1,105 @@
+"""Alerts: Slack (Block Kit over an incoming webhook) when configured, otherwise the log and a file.
+
+Slack goes through the Airflow Slack provider's ``SlackWebhookHook`` and the connection
+``slack_alerts`` (AIRFLOW_CONN_SLACK_ALERTS). The webhook URL is a secret: the hook is
+built without retry handlers (the Slack SDK's retry handler logs the full URL on
+connection errors) and delivery errors are re-raised with any URL scrubbed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+from retail_platform.settings import Settings, conn_env_var
+
+log = logging.getLogger(__name__)
+SLACK_CONN_ID = "slack_alerts"
+_URL = re.compile(r"https?://\S+")
+
+
+class AlertDeliveryError(RuntimeError):
+    pass
+
+
+@dataclass
+class Alert:
+    kind: str  # e.g. schema_change, source_outage, source_recovered, task_failed
+    title: str
+    text: str  # plain-text fallback (notifications, logs)
+    blocks: list[dict] = field(default_factory=list)
+    channel: str | None = None  # the channel the message is meant for (routing is the webhook's)
+    details: dict = field(default_factory=dict)
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+def slack_configured() -> bool:
+    """Whether the Slack connection exists (environment or Airflow's secrets backends)."""
+    if os.environ.get(conn_env_var(SLACK_CONN_ID)):
+        return True
+    try:
+        from airflow.sdk import BaseHook
+
+        BaseHook.get_connection(SLACK_CONN_ID)
+        return True
+    except Exception:  # any lookup failure means: not configured
+        return False
+
+
+def scrub(text: str) -> str:
+    return _URL.sub("<url redacted>", text)
+
+
+def _send_slack(alert: Alert) -> None:
+    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+    hook = SlackWebhookHook(slack_webhook_conn_id=SLACK_CONN_ID, retry_handlers=[])
+    try:
+        hook.send(text=alert.text, blocks=alert.blocks or None)
+    except Exception as exc:  # the original message may carry the webhook URL
+        raise AlertDeliveryError(f"Slack delivery failed: {type(exc).__name__}: {scrub(str(exc))}") from None
+
+
+def deliver(alert: Alert, settings: Settings | None = None) -> str:
+    """Send an alert; returns where it went ('slack' or the file's path)."""
+    settings = settings or Settings.from_env()
+    if slack_configured():
+        _send_slack(alert)
+        log.info("alert sent to Slack: %s", alert.title)
+        return "slack"
+    path = settings.alerts_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(asdict(alert), default=str) + "\n")
+    log.warning(
+        "no Slack connection (%s unset): alert written to %s and this log:\n%s",
+        conn_env_var(SLACK_CONN_ID),
+        path,
+        alert.text,
+    )
+    return str(path)
+
+
+def read_alerts(settings: Settings | None = None) -> list[dict]:
+    settings = settings or Settings.from_env()
+    if not settings.alerts_file.exists():
+        return []
+    return [
+        json.loads(line) for line in settings.alerts_file.read_text(encoding="utf-8").splitlines() if line
+    ]
+
+
+def section(text: str) -> dict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+
+
+def header(text: str) -> dict:
+    return {"type": "header", "text": {"type": "plain_text", "text": text[:150]}}
+
+
+def context(text: str) -> dict:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}

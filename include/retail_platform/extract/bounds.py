@@ -1,0 +1,96 @@
+"""The cursor range a batch reads, and the watermark it leaves. Shared by both engines.
+
+* ``full``: no range.
+* ``incremental``: ``[min(interval start, watermark) - lookback, interval end)`` on the
+  timestamp cursor; the first batch ever reads everything before the interval end.
+* ``append_only``: ``[watermark + 1 - lookback_keys, max key + 1)`` on the integer key.
+
+A rerun of a committed batch reuses the range in its manifest, so it rewrites exactly
+that batch. Overlaps between batches are expected (lookback) and removed by staging,
+which keeps the latest version of each primary key.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+
+def parse_instant(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _decode(value, mode: str):
+    if value is None:
+        return None
+    return int(value) if mode == "append_only" else parse_instant(value)
+
+
+def _encode(value):
+    if value is None or isinstance(value, int):
+        return value
+    return value.astimezone(UTC).isoformat()
+
+
+def resolve_bounds(
+    plan: dict, *, manifest: dict | None, watermark: dict | None, max_key=None, source_now=None
+) -> dict:
+    """Returns {"lower", "upper", "reused"}; values typed (datetime or int) or None for open ends.
+
+    ``max_key`` gives the table's current maximum key (append_only); ``source_now`` the source's
+    clock in UTC (incremental): an interval that has not ended yet is read only up to now, so
+    rows written while the batch is read always belong to a later batch.
+    """
+    mode, cursor = plan["mode"], plan["cursor"]
+    if mode == "full":
+        return {"lower": None, "upper": None, "reused": False}
+    if (
+        manifest is not None
+        and manifest.get("mode") == mode
+        and manifest.get("cursor", {}).get("column") == cursor
+    ):
+        bounds = manifest["cursor"]
+        return {
+            "lower": _decode(bounds.get("lower"), mode),
+            "upper": _decode(bounds.get("upper"), mode),
+            "reused": True,
+        }
+    high = None
+    if watermark is not None and watermark.get("cursor") == cursor and watermark.get("mode") == mode:
+        high = _decode(watermark.get("high_water"), mode)
+    if mode == "incremental":
+        start, end = parse_instant(plan["interval_start"]), parse_instant(plan["interval_end"])
+        lower = None if high is None else min(start, high) - timedelta(minutes=plan["lookback_minutes"])
+        if source_now is not None:
+            end = min(end, source_now())
+        return {"lower": lower, "upper": end, "reused": False}
+    if mode == "append_only":
+        current = max_key() if max_key is not None else None
+        upper = None if current is None else int(current) + 1
+        lower = None if high is None else max(0, high + 1 - plan["lookback_keys"])
+        if upper is not None and lower is not None and lower > upper:
+            lower = upper
+        return {"lower": lower, "upper": upper, "reused": False}
+    raise ValueError(f"{plan['table']}: unknown extraction mode {mode!r}")
+
+
+def encode_bounds(bounds: dict) -> dict:
+    return {"lower": _encode(bounds["lower"]), "upper": _encode(bounds["upper"])}
+
+
+def next_watermark(plan: dict, bounds: dict, max_cursor_seen, previous: dict | None) -> dict | None:
+    """The watermark after a batch: the highest cursor value it committed (never moves back)."""
+    if plan["mode"] == "full":
+        return None
+    if max_cursor_seen is None:
+        return previous
+    return {
+        "table": plan["table"],
+        "cursor": plan["cursor"],
+        "mode": plan["mode"],
+        "high_water": _encode(max_cursor_seen),
+        "batch_id": plan["batch_id"],
+        "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,28 @@
+"""The end of an extraction run: what was committed, skipped or failed, and whether to publish."""
+
+from __future__ import annotations
+
+
+class CriticalTablesFailed(RuntimeError):
+    pass
+
+
+def summarise_run(plans: list[dict], results: list[dict]) -> dict:
+    """Summary for the Asset event; raises when a critical table failed (the event is withheld,
+    so the warehouse keeps its last consistent state rather than mixing fresh and stale tables)."""
+    done = {r["table"]: r for r in results}
+    skipped = {p["table"]: p["skip_reason"] for p in plans if p.get("skip_reason")}
+    failed = [p for p in plans if p["table"] not in done and p["table"] not in skipped]
+    summary = {
+        "batch_id": plans[0]["batch_id"] if plans else None,
+        "committed": {t: {"rows": r["rows"], "mode": r["mode"]} for t, r in sorted(done.items())},
+        "skipped": skipped,
+        "failed": {p["table"]: p.get("error") or "extraction failed (see its task log)" for p in failed},
+        "new_columns": {t: r["new_columns"] for t, r in done.items() if r.get("new_columns")},
+    }
+    critical = sorted(p["table"] for p in failed if p.get("critical"))
+    if critical:
+        raise CriticalTablesFailed(
+            f"critical tables failed: {', '.join(critical)}; the raw lake Asset is not published for this run"
+        )
+    return summary

@@ -1,0 +1,70 @@
+"""SQL the extractors send to the replica. Shared by the local engine and the Glue job.
+
+Identifiers come from the contract or information_schema and are always quoted; bound
+values are formatted from typed Python values (datetimes, ints), never from strings.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from retail_platform.contract.types import quote_identifier as q
+
+
+def literal(value) -> str:
+    if isinstance(value, bool) or value is None:
+        raise TypeError(f"unsupported cursor bound {value!r}")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:  # sessions run in UTC
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return f"'{value:%Y-%m-%d %H:%M:%S.%f}'"
+    raise TypeError(f"unsupported cursor bound {value!r}")
+
+
+def range_predicate(cursor: str | None, lower, upper) -> str:
+    """Half-open [lower, upper) on the cursor; an absent bound is open."""
+    if cursor is None:
+        return ""
+    parts = []
+    if lower is not None:
+        parts.append(f"{q(cursor)} >= {literal(lower)}")
+    if upper is not None:
+        parts.append(f"{q(cursor)} < {literal(upper)}")
+    return " AND ".join(parts)
+
+
+def select_sql(database: str, table: str, columns: list[str], cursor: str | None, lower, upper) -> str:
+    sql = f"SELECT {', '.join(q(c) for c in columns)} FROM {q(database)}.{q(table)}"
+    where = range_predicate(cursor, lower, upper)
+    return f"{sql} WHERE {where}" if where else sql
+
+
+def count_sql(database: str, table: str, cursor: str | None, lower, upper) -> str:
+    sql = f"SELECT COUNT(*) FROM {q(database)}.{q(table)}"
+    where = range_predicate(cursor, lower, upper)
+    return f"{sql} WHERE {where}" if where else sql
+
+
+def max_key_sql(database: str, table: str, cursor: str) -> str:
+    return f"SELECT MAX({q(cursor)}) FROM {q(database)}.{q(table)}"
+
+
+def checksum_sql(database: str, table: str, columns: list[str]) -> str:
+    """Per column: non-null count and the sum of CRC32 of the value's text (order-independent)."""
+    parts = ["COUNT(*)"]
+    for column in columns:
+        parts += [f"COUNT({q(column)})", f"COALESCE(SUM(CRC32({q(column)})), 0)"]
+    return f"SELECT {', '.join(parts)} FROM {q(database)}.{q(table)}"
+
+
+def session_setup(server_version: str, statement_timeout_s: int) -> list[str]:
+    """Statements for each extraction session: UTC for TIMESTAMP values, and a statement timeout."""
+    statements = ["SET time_zone = '+00:00'"]
+    if statement_timeout_s > 0:
+        if "mariadb" in server_version.lower():
+            statements.append(f"SET SESSION max_statement_time = {int(statement_timeout_s)}")
+        else:  # MySQL: milliseconds, SELECT statements only
+            statements.append(f"SET SESSION max_execution_time = {int(statement_timeout_s) * 1000}")
+    return statements

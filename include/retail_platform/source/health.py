@@ -1,0 +1,86 @@
+"""Source health: an outage (unreachable, or replication lag past a threshold) is announced
+once to the downstream users, and its end once more.
+
+The state lives beside the lake (``_state/<source>/health.json``), so the extraction DAG
+and the schema watch share it and neither repeats the other's announcement.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from retail_platform.alerts import Alert, context, deliver, header, section
+from retail_platform.state import PlatformState, utcnow_iso
+
+log = logging.getLogger(__name__)
+
+
+def _alert(kind: str, title: str, text: str, channel: str | None, details: dict) -> Alert:
+    blocks = [header(title), section(text)]
+    if details.get("run_url"):
+        blocks.append(context(f"<{details['run_url']}|Airflow run>"))
+    return Alert(
+        kind=kind, title=title, text=f"{title}\n{text}", blocks=blocks, channel=channel, details=details
+    )
+
+
+def report_outage(
+    state: PlatformState,
+    reason: str,
+    *,
+    channel: str | None = None,
+    details: dict | None = None,
+    settings=None,
+) -> bool:
+    """Record that the source is down; announce it only the first time. Returns whether it announced."""
+    doc = state.get("health.json") or {}
+    if doc.get("status") == "down":
+        doc["last_seen_down"] = utcnow_iso()
+        doc["last_reason"] = reason
+        state.put(doc, "health.json")
+        return False
+    title = f"Source {state.source} is unavailable: data will be stale"
+    text = (
+        f"*Why:* {reason}\n"
+        "*Impact:* extraction is retrying with backoff; dashboards and training data keep their last "
+        "committed data and will not get newer data until the source recovers. Another message will "
+        "say when it does."
+    )
+    deliver(_alert("source_outage", title, text, channel, details or {}), settings)
+    state.put(
+        {"status": "down", "since": utcnow_iso(), "reason": reason, "last_seen_down": utcnow_iso()},
+        "health.json",
+    )
+    return True
+
+
+def report_healthy(
+    state: PlatformState, *, channel: str | None = None, details: dict | None = None, settings=None
+) -> bool:
+    """Record that the source answers; announce the recovery if an outage was announced."""
+    doc = state.get("health.json") or {}
+    if doc.get("status") != "down":
+        return False
+    title = f"Source {state.source} recovered"
+    text = f"Down since {doc.get('since')} ({doc.get('reason')}). Extraction resumes; data catches up in the next runs."
+    deliver(_alert("source_recovered", title, text, channel, details or {}), settings)
+    state.put({"status": "up", "since": utcnow_iso(), "previous_outage": doc}, "health.json")
+    return True
+
+
+def replication_lag_seconds(conn) -> float | None:
+    """Seconds behind the primary, or None when the server is not a replica."""
+    with conn.cursor() as cur:
+        for statement in ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS"):
+            try:
+                cur.execute(statement)
+            except Exception:  # older/newer servers know only one of the two
+                continue
+            row = cur.fetchone()
+            if row is None:
+                return None
+            names = [d[0] for d in cur.description]
+            status = dict(zip(names, row, strict=False))
+            lag = status.get("Seconds_Behind_Master", status.get("Seconds_Behind_Source"))
+            return None if lag is None else float(lag)
+    return None
