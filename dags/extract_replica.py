@@ -82,7 +82,7 @@ def extract_replica():
         results = extract_table.expand(plan=plans)
 
     @task(outlets=[RAW_CLASSICMODELS], trigger_rule="all_done")
-    def publish(plans: list[dict], results, *, outlet_events=None) -> dict:
+    def publish(plans: list[dict] | None, results, *, outlet_events=None) -> dict:
         from retail_platform.extract.publish import summarise_run
 
         summary = summarise_run(plans, [r for r in results if r])

@@ -113,3 +113,61 @@ def dagbag(airflow_db):
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert not bag.import_errors, bag.import_errors
     return bag
+
+
+@pytest.fixture(scope="session")
+def seed_scratch(mariadb, admin):
+    """Build a scratch source database (classicmodels_<name>) readable by the read-only user."""
+    from retail_platform.generator.build import generate
+    from retail_platform.generator.load import load_source
+    from retail_platform.generator.presets import get_preset
+
+    built: dict[tuple, object] = {}
+
+    def build(name: str, *, preset="classic", scale=1.0, variant="modern", seed=42, fresh=False):
+        key = (name, preset, scale, variant, seed)
+        db = admin.with_database(f"classicmodels_{name}")
+        if fresh or key not in built:
+            load_source(generate(get_preset(preset, scale), seed=seed, variant=variant), db, replace=True)
+            mariadb.grant_reader(db.database)
+            built[key] = db
+        return db
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's S3/Glue/IAM server on loopback; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield endpoint
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def s3_bucket(moto_server):
+    import uuid
+
+    import boto3
+
+    name = f"lake-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=moto_server).create_bucket(Bucket=name)
+    return name

@@ -26,6 +26,10 @@ class AlertDeliveryError(RuntimeError):
     pass
 
 
+class ConsequentialFailure(RuntimeError):
+    """A failure caused by one already reported upstream: the task fails, nobody is alerted twice."""
+
+
 @dataclass
 class Alert:
     kind: str  # e.g. schema_change, source_outage, source_recovered, task_failed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from airflow.sdk import BaseNotifier
 
-from retail_platform.alerts import Alert, context, deliver, header, scrub, section
+from retail_platform.alerts import Alert, ConsequentialFailure, context, deliver, header, scrub, section
 from retail_platform.settings import Settings
 
 
@@ -20,6 +20,8 @@ class PlatformFailureNotifier(BaseNotifier):
         ti = context_["ti"]
         dag_id, task_id = ti.dag_id, ti.task_id
         error = context_.get("exception")
+        if isinstance(error, ConsequentialFailure):
+            return  # its cause upstream has already been reported
         owner = getattr(context_.get("task"), "owner", None)
         title = f"{dag_id}.{task_id} failed"
         text = f"*Task:* `{dag_id}.{task_id}` (map index {ti.map_index}) try {ti.try_number}\n" + (

@@ -12,8 +12,9 @@ import contextlib
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,10 +30,10 @@ from retail_platform.source.connection import MySQLConnectionInfo, connect
 
 log = logging.getLogger(__name__)
 
-BATCH_ROWS = 65_536  # rows per Arrow batch from connectorx
-ROW_GROUP_ROWS = 262_144  # rows per Parquet row group
+BATCH_ROWS = 131_072  # rows per Arrow batch from connectorx, written as one Parquet row group
 FILE_ROWS = 4_000_000  # rows per Parquet file before the next part starts
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1}
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ExtractionError(RuntimeError):
@@ -60,9 +61,9 @@ def conform(
     arrays = []
     for field_ in schema:
         if field_.name == "_extracted_at":
-            arrays.append(pa.array([extracted_at] * n, field_.type) if n else pa.array([], field_.type))
+            arrays.append(pa.repeat(pa.scalar(_epoch_us(extracted_at), pa.int64()), n).cast(field_.type))
         elif field_.name == "_batch_id":
-            arrays.append(pa.array([batch_id] * n, pa.string()))
+            arrays.append(pa.repeat(pa.scalar(batch_id, pa.string()), n))
         else:
             column = batch.column(field_.name)
             if column.type != field_.type:
@@ -70,6 +71,21 @@ def conform(
                 column = column.cast(field_.type, safe=True)
             arrays.append(column)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _epoch_us(value: datetime) -> int:
+    return (value - EPOCH) // timedelta(microseconds=1)
+
+
+def _column_max(column: pa.Array):
+    """The column's maximum as a Python value, without pyarrow's pandas-backed datetime conversion."""
+    if pa.types.is_timestamp(column.type):
+        high = pc.max(column.cast(pa.int64())).as_py()
+        if high is None:
+            return None
+        instant = EPOCH + timedelta(microseconds=high)
+        return instant if column.type.tz else instant.replace(tzinfo=None)
+    return pc.max(column).as_py()
 
 
 def _reader_stream(reader: MySQLConnectionInfo, query: str, setup: list[str], batch_rows: int):
@@ -94,8 +110,8 @@ def stream_to_lake(
     attempt: str,
     extracted_at: datetime,
     with_checksums: bool,
+    on_first_batch=None,
     batch_rows: int = BATCH_ROWS,
-    row_group_rows: int = ROW_GROUP_ROWS,
     file_rows: int = FILE_ROWS,
 ) -> StreamResult:
     table, batch_id = plan["table"], plan["batch_id"]
@@ -103,7 +119,7 @@ def stream_to_lake(
     result = StreamResult(checksums=ArrowChecksums(plan) if with_checksums else None)
     lake.storage.ensure_dir(lake.batch_dir(table, batch_id))
     cursor = plan["cursor"]
-    writer, path, file_rows_written, pending, pending_rows = None, None, 0, [], 0
+    writer, path, file_rows_written = None, None, 0
 
     def open_file():
         nonlocal writer, path, file_rows_written
@@ -111,23 +127,19 @@ def stream_to_lake(
         writer = pq.ParquetWriter(path, schema, filesystem=lake.storage.fs, **PARQUET_OPTIONS)
         file_rows_written = 0
 
-    def flush():
-        nonlocal pending, pending_rows, file_rows_written
-        if pending:
-            writer.write_table(pa.Table.from_batches(pending, schema=schema), row_group_size=row_group_rows)
-            file_rows_written += pending_rows
-            pending, pending_rows = [], 0
-
     def close_file():
-        flush()
+        nonlocal writer
         writer.close()
+        writer = None
         result.files.append((path, file_rows_written))
 
     started = time.perf_counter()
-    open_file()
     try:
         stream = _reader_stream(reader, query, setup, batch_rows)
         for raw in stream:
+            if on_first_batch is not None:
+                on_first_batch()  # the read's snapshot exists from here on
+                on_first_batch = None
             if raw.num_rows == 0:
                 continue
             batch = conform(raw, schema, extracted_at, batch_id)
@@ -135,17 +147,19 @@ def stream_to_lake(
             if result.checksums is not None:
                 result.checksums.update(batch)
             if cursor is not None:
-                high = pc.max(batch.column(cursor)).as_py()
+                high = _column_max(batch.column(cursor))
                 if high is not None and (result.max_cursor is None or high > result.max_cursor):
                     result.max_cursor = high
-            pending.append(batch)
-            pending_rows += batch.num_rows
-            if pending_rows >= row_group_rows:
-                flush()
-                if file_rows_written >= file_rows:
-                    close_file()
-                    open_file()
-        close_file()
+            if writer is None:
+                open_file()
+            writer.write_batch(batch)  # one Arrow batch, one row group: no re-buffering
+            file_rows_written += batch.num_rows
+            if file_rows_written >= file_rows:
+                close_file()
+        if writer is None and not result.files:
+            open_file()  # an empty batch still records its schema in one (empty) file
+        if writer is not None:
+            close_file()
     except BaseException as exc:
         # connectorx raises pyo3's PanicException, which is not an Exception: keep the
         # interpreter's own signals, turn the rest into an error that names the table.
@@ -159,6 +173,17 @@ def stream_to_lake(
         raise ExtractionError(f"{table}: reading from the replica failed: {exc}") from exc
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _count_in_range(reader: MySQLConnectionInfo, setup: list[str], plan: dict, lower, upper) -> Stats:
+    conn = connect(reader)
+    try:
+        with conn.cursor() as cur:
+            for statement in setup:
+                cur.execute(statement)
+        return source_stats(conn, plan, lower, upper, with_checksums=False)
+    finally:
+        conn.close()
 
 
 def extract_batch(
@@ -197,7 +222,7 @@ def extract_batch(
             manifest=previous,
             watermark=watermark,
             max_key=lambda: scalar(queries.max_key_sql(plan["database"], table, plan["cursor"])),
-            source_now=lambda: scalar("SELECT UTC_TIMESTAMP(6)").replace(tzinfo=UTC),
+            source_now=lambda: scalar(queries.source_now_sql()).replace(tzinfo=UTC),
         )
         columns = [c["name"] for c in plan["columns"]]
         query = queries.select_sql(
@@ -207,23 +232,55 @@ def extract_batch(
         for attempt_no in range(1, max_attempts + 1):
             attempt = uuid.uuid4().hex[:12]
             extracted_at = datetime.now(UTC)
-            before = source_stats(conn, plan, bounds["lower"], bounds["upper"], with_checksums=full)
-            conn.commit()  # end the snapshot so the next statistics see new data
-            streamed = stream_to_lake(
-                plan,
-                query,
-                reader=reader,
-                setup=setup,
-                lake=lake,
-                attempt=attempt,
-                extracted_at=extracted_at,
-                with_checksums=full,
-                **stream_options,
-            )
-            reconcile_started = time.perf_counter()
-            after = source_stats(conn, plan, bounds["lower"], bounds["upper"], with_checksums=full)
-            conn.commit()
-            extracted = streamed.checksums.stats() if full else Stats(streamed.rows)
+            if full:
+                # A snapshot is verified against checksums taken before and after it.
+                before = source_stats(conn, plan, bounds["lower"], bounds["upper"], with_checksums=True)
+                conn.commit()  # end the snapshot so the next statistics see new data
+                streamed = stream_to_lake(
+                    plan,
+                    query,
+                    reader=reader,
+                    setup=setup,
+                    lake=lake,
+                    attempt=attempt,
+                    extracted_at=extracted_at,
+                    with_checksums=True,
+                    **stream_options,
+                )
+                reconcile_started = time.perf_counter()
+                after = source_stats(conn, plan, bounds["lower"], bounds["upper"], with_checksums=True)
+                conn.commit()
+                extracted = streamed.checksums.stats()
+            else:
+                # Rows only leave an incremental range (updates move their cursor past it) and an
+                # append-only range never changes: a count taken once the read has started is as
+                # good as one taken after it, so it runs on a second connection meanwhile.
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    counting = []
+                    streamed = stream_to_lake(
+                        plan,
+                        query,
+                        reader=reader,
+                        setup=setup,
+                        lake=lake,
+                        attempt=attempt,
+                        extracted_at=extracted_at,
+                        with_checksums=False,
+                        on_first_batch=lambda pool=pool, counting=counting: counting.append(
+                            pool.submit(
+                                _count_in_range, reader, setup, plan, bounds["lower"], bounds["upper"]
+                            )
+                        ),
+                        **stream_options,
+                    )
+                    reconcile_started = time.perf_counter()
+                    after = (
+                        counting[0].result()
+                        if counting
+                        else source_stats(conn, plan, bounds["lower"], bounds["upper"], with_checksums=False)
+                    )
+                before = after
+                extracted = Stats(streamed.rows)
             verdict, detail = verify(plan, extracted, before, after)
             reconcile_s = time.perf_counter() - reconcile_started
             if verdict == "ok":

@@ -7,7 +7,7 @@ an ``error`` naming the table and column; a paused table gets a ``skip_reason``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from retail_platform.contract.model import Contract, ExtractionMode
 from retail_platform.contract.types import UnsupportedTypeError, parse_type
@@ -46,6 +46,7 @@ def plan_table(
         "critical": spec.critical,
         "skip_reason": None,
         "error": None,
+        "planned_at": datetime.now(UTC).isoformat(),
     }
     if pause is not None:
         plan["skip_reason"] = f"paused since {pause.get('since')}: {pause.get('reason')}"

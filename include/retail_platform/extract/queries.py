@@ -42,20 +42,21 @@ def select_sql(database: str, table: str, columns: list[str], cursor: str | None
 
 
 def count_sql(database: str, table: str, cursor: str | None, lower, upper) -> str:
-    sql = f"SELECT COUNT(*) FROM {q(database)}.{q(table)}"
+    sql = f"SELECT COUNT(*) AS row_count FROM {q(database)}.{q(table)}"
     where = range_predicate(cursor, lower, upper)
     return f"{sql} WHERE {where}" if where else sql
 
 
 def max_key_sql(database: str, table: str, cursor: str) -> str:
-    return f"SELECT MAX({q(cursor)}) FROM {q(database)}.{q(table)}"
+    return f"SELECT MAX({q(cursor)}) AS max_key FROM {q(database)}.{q(table)}"
 
 
 def checksum_sql(database: str, table: str, columns: list[str]) -> str:
     """Per column: non-null count and the sum of CRC32 of the value's text (order-independent)."""
-    parts = ["COUNT(*)"]
-    for column in columns:
-        parts += [f"COUNT({q(column)})", f"COALESCE(SUM(CRC32({q(column)})), 0)"]
+    # Aliases: Spark's JDBC reader re-selects the result's columns by name.
+    parts = ["COUNT(*) AS row_count"]
+    for i, column in enumerate(columns):
+        parts += [f"COUNT({q(column)}) AS n_{i}", f"COALESCE(SUM(CRC32({q(column)})), 0) AS crc_{i}"]
     return f"SELECT {', '.join(parts)} FROM {q(database)}.{q(table)}"
 
 
@@ -68,3 +69,11 @@ def session_setup(server_version: str, statement_timeout_s: int) -> list[str]:
         else:  # MySQL: milliseconds, SELECT statements only
             statements.append(f"SET SESSION max_execution_time = {int(statement_timeout_s) * 1000}")
     return statements
+
+
+def source_now_sql() -> str:
+    return "SELECT UTC_TIMESTAMP(6) AS now_utc"
+
+
+def key_range_sql(query: str, key: str) -> str:
+    return f"SELECT MIN({q(key)}) AS key_low, MAX({q(key)}) AS key_high FROM ({query}) AS keyed"

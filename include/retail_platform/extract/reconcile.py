@@ -107,6 +107,8 @@ def _formatter(column: dict):
         return lambda v: v.encode(encoding, errors="replace")
     if pa.types.is_binary(parsed.arrow):
         return lambda v: bytes(v)
+    if pa.types.is_decimal(parsed.arrow):
+        return lambda v: format(v, "f").encode()  # MySQL never uses exponents: 0.0000000001, not 1E-10
     return lambda v: str(v).encode()
 
 
@@ -129,9 +131,11 @@ def verify(plan: dict, extracted: Stats, before: Stats, after: Stats) -> tuple[s
         )
     if mode == "append_only":
         # Keys below the batch's upper bound never change: the count must match exactly.
+        # A difference is retried first (a transaction committing out of key order), then fails.
         if extracted.rows != after.rows:
-            return "retry" if before.rows != after.rows else "mismatch", (
-                f"{table}: extracted {extracted.rows} rows, the source has {after.rows} in the key range"
+            return (
+                "retry",
+                f"{table}: extracted {extracted.rows} rows, the source has {after.rows} in the key range",
             )
         return "ok", f"{extracted.rows} rows; count matches the key range"
     # incremental: rows may leave the range while we read (an update moves their cursor past the

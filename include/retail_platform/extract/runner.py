@@ -110,3 +110,27 @@ def report_source_outage(settings: Settings, reason: str, run_url: str | None = 
         details={"run_url": run_url},
         settings=settings,
     )
+
+
+class BatchNotCommitted(RuntimeError):
+    pass
+
+
+def collect_committed(settings: Settings, plans: list[dict]) -> list[dict]:
+    """After the Glue jobs: every runnable table must have a batch committed since it was planned."""
+    lake = lake_for(settings)
+    results, missing = [], []
+    for plan in plans:
+        if plan.get("skip_reason") or plan.get("error"):
+            continue
+        manifest = lake.read_manifest(plan["table"], plan["batch_id"])
+        if manifest is None or manifest["extracted_at"] < plan["planned_at"]:
+            missing.append(plan["table"])
+            continue
+        results.append(summarise(manifest))
+    if missing:
+        raise BatchNotCommitted(
+            f"the Glue jobs reported success but no batch was committed for {', '.join(missing)} "
+            f"(batch {plans[0]['batch_id']})"
+        )
+    return results

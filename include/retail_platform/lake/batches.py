@@ -78,19 +78,27 @@ class RawLake:
                 out.append(manifest)
         return out
 
-    def committed_files(self, table: str, *, latest_snapshot_only: bool | None = None) -> list[str]:
-        """Absolute paths (in the lake's filesystem) of the data files readers may see."""
+    def committed_files(self, table: str) -> list[str]:
+        """Absolute paths (in the lake's filesystem) of the data files readers may see.
+
+        A full snapshot supersedes every batch extracted before it (rows deleted at the source
+        disappear); batches extracted after it are added (a table can change mode, e.g. when its
+        cursor column appears). Staging keeps the latest version of each key among these files.
+        """
         manifests = self.committed_batches(table)
-        if latest_snapshot_only is None:
-            latest_snapshot_only = bool(manifests) and manifests[-1].get("mode") == "full"
-        if latest_snapshot_only and manifests:
-            # A full snapshot supersedes the ones before it; the newest extraction wins.
-            manifests = [max(manifests, key=lambda m: m["extracted_at"])]
+        fulls = [m for m in manifests if m.get("mode") == "full"]
+        if fulls:
+            latest_full = max(fulls, key=lambda m: m["extracted_at"])
+            manifests = [latest_full] + [
+                m
+                for m in manifests
+                if m.get("mode") != "full" and m["extracted_at"] > latest_full["extracted_at"]
+            ]
         return [f"{self.batch_dir(table, m['batch_id'])}/{f['path']}" for m in manifests for f in m["files"]]
 
-    def read_table(self, table: str, *, latest_snapshot_only: bool | None = None) -> pa.Table | None:
-        """All committed rows of a table; batches written before a column was added get nulls for it."""
-        files = self.committed_files(table, latest_snapshot_only=latest_snapshot_only)
+    def read_table(self, table: str) -> pa.Table | None:
+        """All visible rows of a table; batches written before a column was added get nulls for it."""
+        files = self.committed_files(table)
         if not files:
             return None
         parts = [pq.read_table(path, filesystem=self.storage.fs) for path in files]

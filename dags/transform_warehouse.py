@@ -1,0 +1,72 @@
+"""
+### transform_warehouse
+
+Builds the warehouse with dbt from the lake's committed batches, every time extraction publishes
+new batches (scheduled on the `retail://lake/raw/classicmodels` Asset).
+
+1. `register_lake_sources`: the sources become views (DuckDB) or Spectrum tables (Redshift) over the
+   batches committed so far, so the whole build sees one consistent set of batches.
+2. `check_source_freshness`: `dbt source freshness` on `_extracted_at` (warn after 30 min, error
+   after 1 h); stale sources are announced, and the build still brings in what there is.
+3. `dbt_build`: one task per model and one per model's tests (astronomer-cosmos, from the
+   precompiled manifest, dbt in-process), in the one-slot `warehouse` pool.
+4. `export_training_table` writes `ratings_ml_training` to `lake/ml/ratings_ml_training/` and
+   publishes the Asset the retraining DAG waits for; `publish_marts` publishes the dashboard marts.
+
+**Owner:** data-platform. **Target:** `DBT_TARGET` (local DuckDB, prod Redshift).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import dag, task
+from retail_airflow.assets import ANALYTICS_MARTS, RAW_CLASSICMODELS, TRAINING_EXPORT
+from retail_airflow.dag_defaults import platform_default_args
+from retail_airflow.dbt import WAREHOUSE_POOL, dbt_build_group
+
+from retail_platform.settings import Settings
+
+SETTINGS = Settings.from_env()
+
+
+@dag(
+    dag_id="transform_warehouse",
+    schedule=[RAW_CLASSICMODELS],
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args=platform_default_args("data-platform", retries=2, execution_timeout=timedelta(minutes=30)),
+    tags=["transform", "dbt", "warehouse"],
+    doc_md=__doc__,
+)
+def transform_warehouse():
+    @task(pool=WAREHOUSE_POOL)
+    def register_lake_sources() -> None:
+        from retail_platform.warehouse.dbt_runner import run_dbt
+
+        run_dbt(["run-operation", "register_lake_sources"], SETTINGS)
+
+    @task(pool=WAREHOUSE_POOL)
+    def check_source_freshness() -> dict:
+        from retail_platform.warehouse.freshness import check_freshness
+
+        return check_freshness(SETTINGS)
+
+    @task(pool=WAREHOUSE_POOL, outlets=[TRAINING_EXPORT])
+    def export_training_table(*, outlet_events=None) -> dict:
+        from retail_platform.warehouse.export import export_training_table as export
+
+        summary = export(SETTINGS)
+        outlet_events[TRAINING_EXPORT].extra = summary
+        return summary
+
+    @task(outlets=[ANALYTICS_MARTS])
+    def publish_marts(*, outlet_events=None) -> None:
+        outlet_events[ANALYTICS_MARTS].extra = {"target": SETTINGS.dbt_target}
+
+    build = dbt_build_group(SETTINGS)
+    register_lake_sources() >> check_source_freshness() >> build >> [export_training_table(), publish_marts()]
+
+
+transform_warehouse()

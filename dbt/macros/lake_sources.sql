@@ -1,0 +1,99 @@
+{#-
+    Make the lake's committed batches the warehouse's sources, before every build.
+
+    The extractor keeps, per table, `raw/<source>/<table>/_committed.manifest`: the data files of
+    committed batches only (Redshift Spectrum's manifest format). Both warehouses read that index,
+    so a batch is seen whole or not at all, and a full snapshot hides the batches before it.
+
+    DuckDB: one view per table over exactly those Parquet files.
+    Redshift: one Spectrum external table per table whose LOCATION is that manifest.
+
+    Run it with `dbt run-operation register_lake_sources` (the transform DAG's first task). The
+    Redshift statements also compile as the analysis `redshift_spectrum_sources` (`dbt compile
+    --target prod`), which is how a test checks them without a cluster.
+-#}
+{% macro register_lake_sources() %}
+    {{ return(adapter.dispatch('register_lake_sources', 'retail')()) }}
+{% endmacro %}
+
+{% macro lake_sources() %}
+    {%- set found = [] -%}
+    {%- for node in graph.sources.values() if node.source_name == var('lake_source') -%}
+        {%- do found.append(node) -%}
+    {%- endfor -%}
+    {{ return(found | sort(attribute='name')) }}
+{% endmacro %}
+
+{% macro lake_table_uri(table) %}
+    {%- set lake = var('lake_uri') -%}
+    {%- if not lake -%}
+        {{ exceptions.raise_compiler_error("register_lake_sources: RETAIL_LAKE_URI (the lake root) is not set") }}
+    {%- endif -%}
+    {{ return(lake.rstrip('/') ~ '/raw/' ~ var('lake_source') ~ '/' ~ table) }}
+{% endmacro %}
+
+{% macro duckdb__register_lake_sources() %}
+    {%- set sources = lake_sources() -%}
+    {% do run_query('create schema if not exists ' ~ sources[0].schema) %}
+    {%- for src in sources -%}
+        {%- set index = lake_table_uri(src.name) ~ '/_committed.manifest' -%}
+        {%- set files = [] -%}
+        {%- set listed = run_query("select count(*) from glob('" ~ index ~ "')") -%}
+        {%- if listed.columns[0].values()[0] > 0 -%}
+            {%- set entries = run_query("select unnest(entries).url from read_json('" ~ index ~ "')") -%}
+            {%- for url in entries.columns[0].values() -%}{%- do files.append(url) -%}{%- endfor -%}
+        {%- endif -%}
+        {%- set present = [] -%}
+        {%- if files -%}
+            {%- set scan = "read_parquet(['" ~ files | join("', '") ~ "'], union_by_name = true)" -%}
+            {%- set described = run_query('describe select * from ' ~ scan) -%}
+            {%- for name in described.columns[0].values() -%}{%- do present.append(name | lower) -%}{%- endfor -%}
+        {%- endif -%}
+        {%- set columns = [] -%}
+        {%- for column in src.columns.values() -%}
+            {%- if column.name | lower in present -%}
+                {%- do columns.append(column.name) -%}
+            {%- else -%}
+                {#- An optional column the replica does not have (yet): typed NULLs keep staging working. -#}
+                {%- do columns.append('cast(null as ' ~ column.data_type ~ ') as ' ~ column.name) -%}
+            {%- endif -%}
+        {%- endfor -%}
+        {%- if files -%}
+            {%- set body = 'select ' ~ columns | join(', ') ~ ', _extracted_at, _batch_id from ' ~ scan -%}
+        {%- else -%}
+            {%- set body = 'select ' ~ columns | join(', ')
+                ~ ', cast(null as timestamptz) as _extracted_at, cast(null as varchar) as _batch_id where false' -%}
+        {%- endif -%}
+        {% do run_query('create or replace view ' ~ src.schema ~ '.' ~ src.identifier ~ ' as ' ~ body) %}
+        {{ log('lake source ' ~ src.name ~ ': ' ~ files | length ~ ' committed files', info=true) }}
+    {%- endfor -%}
+{% endmacro %}
+
+{% macro redshift__register_lake_sources() %}
+    {#- External DDL cannot run inside a transaction block: one autocommitted statement at a time. -#}
+    {%- for statement in redshift_lake_source_statements() -%}
+        {% call statement('lake_source_' ~ loop.index, auto_begin=false) %}{{ statement }}{% endcall %}
+    {%- endfor -%}
+{% endmacro %}
+
+{% macro redshift_lake_source_statements() %}
+    {%- set sources = lake_sources() -%}
+    {%- set statements = [
+        "create external schema if not exists " ~ sources[0].schema
+        ~ " from data catalog database '" ~ env_var('REDSHIFT_SPECTRUM_DATABASE', 'retail_lake') ~ "'"
+        ~ " iam_role '" ~ env_var('REDSHIFT_SPECTRUM_ROLE_ARN', 'arn:aws:iam::000000000000:role/spectrum') ~ "'"
+        ~ " create external database if not exists"
+    ] -%}
+    {%- for src in sources -%}
+        {%- set columns = [] -%}
+        {%- for column in src.columns.values() -%}
+            {%- do columns.append(column.name | lower ~ ' ' ~ column.data_type) -%}
+        {%- endfor -%}
+        {%- do statements.append('drop table if exists ' ~ src.schema ~ '.' ~ src.identifier) -%}
+        {%- do statements.append(
+            'create external table ' ~ src.schema ~ '.' ~ src.identifier
+            ~ ' (' ~ columns | join(', ') ~ ', _extracted_at timestamp, _batch_id varchar(64))'
+            ~ " stored as parquet location '" ~ lake_table_uri(src.name) ~ "/_committed.manifest'") -%}
+    {%- endfor -%}
+    {{ return(statements) }}
+{% endmacro %}

@@ -1,0 +1,92 @@
+"""Running dbt for the platform: in-process (dbtRunner), with the platform's settings as env vars."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+from retail_platform.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class DbtCommandFailed(RuntimeError):
+    pass
+
+
+def dbt_env(settings: Settings) -> dict[str, str]:
+    """What profiles.yml and dbt_project.yml read through env_var()."""
+    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    return {
+        "RETAIL_LAKE_URI": settings.lake_uri,
+        "RETAIL_DUCKDB_PATH": str(settings.duckdb_path),
+        "RETAIL_STATE_DIR": str(settings.state_dir),
+        "DBT_TARGET": settings.dbt_target,
+        "DBT_PROFILES_DIR": str(settings.dbt_project_dir),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+        "DO_NOT_TRACK": "1",
+    }
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_dbt(args: list[str], settings: Settings | None = None):
+    """Invoke dbt in-process; raises DbtCommandFailed naming the command when it fails."""
+    from dbt.cli.main import dbtRunner
+
+    settings = settings or Settings.from_env()
+    project = str(settings.dbt_project_dir)
+    full = [*args, "--project-dir", project, "--profiles-dir", project]
+    with _environment(dbt_env(settings)):
+        result = dbtRunner().invoke(full)
+    if not result.success:
+        detail = result.exception or _failures(result.result)
+        raise DbtCommandFailed(f"dbt {' '.join(args)} failed: {detail}")
+    return result.result
+
+
+def _failures(results) -> str:
+    try:
+        failed = [f"{r.node.name}: {r.status}" for r in results if str(r.status) in ("error", "fail")]
+    except TypeError:
+        return "see the dbt log"
+    return "; ".join(failed) or "see the dbt log"
+
+
+def manifest_path(settings: Settings) -> Path:
+    return settings.dbt_project_dir / "target" / "manifest.json"
+
+
+def manifest_is_stale(settings: Settings) -> bool:
+    manifest = manifest_path(settings)
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime
+    project = settings.dbt_project_dir
+    inputs = [project / "dbt_project.yml", project / "profiles.yml"]
+    for folder in ("models", "macros", "data-tests", "analyses"):
+        inputs += [p for p in (project / folder).rglob("*") if p.is_file()]
+    return any(p.stat().st_mtime > built for p in inputs if p.exists())
+
+
+def ensure_manifest(settings: Settings | None = None) -> Path:
+    """Precompile the manifest cosmos renders the transform DAG from (no dbt work at DAG parse)."""
+    settings = settings or Settings.from_env()
+    if manifest_is_stale(settings):
+        log.info("dbt parse: the manifest is missing or older than the project")
+        run_dbt(["parse"], settings)
+    return manifest_path(settings)

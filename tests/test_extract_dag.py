@@ -1,0 +1,209 @@
+"""The extraction DAG end to end (dag.test), both engines, and source outages."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from io import BytesIO
+from pathlib import Path
+
+import pendulum
+import pytest
+
+from retail_platform.contract.model import load_contract
+from retail_platform.extract import glue_job
+from retail_platform.extract.plan import plan_extraction
+from retail_platform.extract.runner import lake_for, state_for
+from retail_platform.settings import Settings
+from retail_platform.source.introspect import read_live_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTRACT = load_contract(ROOT / "include" / "contracts" / "classicmodels.yml")
+TABLES = sorted(CONTRACT.tables)
+
+
+@pytest.fixture(scope="module")
+def seeded(mariadb):
+    """The test instance's own `classicmodels`, which the DAGs read through the read-only user."""
+    from retail_platform.source.seed import seed_source
+
+    seed_source(preset="classic", replace=True)
+    return mariadb
+
+
+def _without_retries(dag):
+    """Failure-path runs: no retry waits (the retry policy itself is checked by the integrity test)."""
+    for t in dag.tasks:
+        t.retries = 0
+    return dag
+
+
+def _states(dagrun):
+    return {
+        (ti.task_id, ti.rendered_map_index or ti.map_index): ti.state for ti in dagrun.get_task_instances()
+    }
+
+
+def test_extract_dag_commits_every_table_and_publishes_the_asset(seeded, dagbag, tmp_path, monkeypatch):
+    monkeypatch.setenv("RETAIL_LAKE_URI", str(tmp_path / "lake"))
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(ROOT / "dags" / "extract_replica.py")).get_dag("extract_replica")
+    run = dag.test(logical_date=pendulum.datetime(2026, 11, 24, 10, tz="UTC"))
+    assert run.state == "success", _states(run)
+    assert {m for (t, m), s in _states(run).items() if t == "extract_table" and s == "success"} == set(TABLES)
+    lake = lake_for(Settings.from_env())
+    for table in TABLES:
+        (manifest,) = lake.committed_batches(table)
+        assert manifest["batch_id"] == "20261124T090000Z_20261124T100000Z"  # the run's data interval
+        assert manifest["reconciliation"]["status"] == "ok"
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        events = session.scalars(select(AssetEvent).where(AssetEvent.source_run_id == run.run_id)).all()
+        assert len(events) == 1
+        assert events[0].extra["committed"]["orderdetails"]["rows"] == 2996
+
+
+def test_a_paused_table_is_skipped_and_the_run_still_publishes(seeded, tmp_path, monkeypatch):
+    monkeypatch.setenv("RETAIL_LAKE_URI", str(tmp_path / "lake"))
+    state = state_for(Settings.from_env())
+    state.pause("payments", "column amount narrowed to decimal(8,2)")
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(ROOT / "dags" / "extract_replica.py")).get_dag("extract_replica")
+    run = dag.test(logical_date=pendulum.datetime(2026, 11, 24, 12, tz="UTC"))
+    states = _states(run)
+    assert run.state == "success"
+    assert states[("extract_table", "payments")] == "skipped"
+    assert states[("publish", -1)] == "success"
+    assert lake_for(Settings.from_env()).committed_batches("payments") == []
+    assert lake_for(Settings.from_env()).committed_batches("orders") != []
+
+
+def test_both_engines_write_the_same_rows_for_every_table(seeded, reader, tmp_path):
+    """The Glue job's PySpark script, run for real in local mode over JDBC, against the local engine."""
+    from retail_platform.extract.local_engine import extract_batch
+    from retail_platform.lake.batches import RawLake
+    from retail_platform.lake.storage import LakeStorage
+
+    end = pendulum.now("UTC").start_of("hour")
+    plans = plan_extraction(
+        CONTRACT, read_live_schema(reader), interval_start=end.subtract(hours=1), interval_end=end
+    )
+    local = RawLake(LakeStorage.from_uri(str(tmp_path / "local")))
+    spark = RawLake(LakeStorage.from_uri(str(tmp_path / "spark")))
+    os.environ["GLUE_TEST_SOURCE"] = reader.airflow_uri()
+    for plan in plans:
+        extract_batch(plan, reader=reader, lake=local)
+        glue_job.main(
+            [
+                "--plan",
+                json.dumps(plan),
+                "--lake-uri",
+                str(tmp_path / "spark"),
+                "--source-url-env",
+                "GLUE_TEST_SOURCE",
+                "--JOB_NAME",
+                "retail-extract",
+                "--partitions",
+                "3",
+            ]
+        )
+    for table in TABLES:
+        a, b = local.read_table(table), spark.read_table(table)
+        assert {f.name: f.type for f in a.schema} == {f.name: f.type for f in b.schema}, table
+        columns = [c for c in a.column_names if c != "_extracted_at"]
+        rows_a = sorted((tuple(r.values()) for r in a.select(columns).to_pylist()), key=repr)
+        rows_b = sorted((tuple(r.values()) for r in b.select(columns).to_pylist()), key=repr)
+        assert rows_a == rows_b, f"{table}: the engines disagree"
+        (manifest,) = spark.committed_batches(table)
+        assert manifest["engine"] == "glue" and manifest["reconciliation"]["status"] == "ok"
+
+
+def test_glue_operator_wiring_against_moto(seeded, moto_server, s3_bucket, monkeypatch):
+    """The DAG with the glue engine: artifacts staged, one Glue job run per table with its plan.
+
+    moto records the job and its runs but executes no Spark, so the DAG must then refuse to
+    publish: a Glue run that reports success without a committed batch is an error."""
+    import boto3
+
+    boto3.client("iam", endpoint_url=moto_server).create_role(
+        RoleName="retail-glue-extract",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+    )
+    monkeypatch.setenv("RETAIL_EXTRACT_ENGINE", "glue")
+    monkeypatch.setenv("RETAIL_LAKE_URI", f"s3://{s3_bucket}/lake")
+    monkeypatch.setenv("RETAIL_S3_ENDPOINT_URL", moto_server)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": moto_server, "region_name": "us-east-1"},
+            }
+        ),
+    )
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(ROOT / "dags" / "extract_replica.py")).get_dag("extract_replica")
+    assert {"stage_glue_runs", "extract_table", "collect_glue_results"} <= set(dag.task_ids)
+    run = _without_retries(dag).test(logical_date=pendulum.datetime(2026, 11, 24, 14, tz="UTC"))
+    states = _states(run)
+    glue = boto3.client("glue", endpoint_url=moto_server)
+    job = glue.get_job(JobName="retail-extract-classicmodels")["Job"]
+    assert job["Command"]["ScriptLocation"] == f"s3://{s3_bucket}/artifacts/glue-scripts/glue_job.py"
+    assert job["Role"].endswith(":role/retail-glue-extract") and job["GlueVersion"] == "5.0"
+    runs = glue.get_job_runs(JobName="retail-extract-classicmodels")["JobRuns"]
+    planned = sorted(json.loads(r["Arguments"]["--plan"])["table"] for r in runs)
+    assert planned == TABLES
+    s3 = boto3.client("s3", endpoint_url=moto_server)
+    script = s3.get_object(Bucket=s3_bucket, Key="artifacts/glue-scripts/glue_job.py")["Body"].read()
+    assert script == Path(glue_job.__file__).read_bytes()
+    package = runs[0]["Arguments"]["--extra-py-files"].removeprefix(f"s3://{s3_bucket}/")
+    names = zipfile.ZipFile(BytesIO(s3.get_object(Bucket=s3_bucket, Key=package)["Body"].read())).namelist()
+    assert "retail_platform/extract/glue_job.py" in names and "retail_platform/lake/batches.py" in names
+    assert all(r["Arguments"]["--lake-uri"] == f"s3://{s3_bucket}/lake" for r in runs)
+    assert all(s == "success" for (t, _), s in states.items() if t == "extract_table")
+    assert states[("collect_glue_results", -1)] == "failed"
+    assert run.state == "failed"
+
+
+def test_source_outage_is_announced_once_and_recovery_once(tmp_path, monkeypatch):
+    from retail_platform.alerts import read_alerts
+    from retail_platform.extract.runner import report_source_outage
+    from retail_platform.source import health
+
+    monkeypatch.setenv("RETAIL_LAKE_URI", str(tmp_path / "lake"))
+    monkeypatch.setenv("RETAIL_ALERTS_FILE", str(tmp_path / "alerts.jsonl"))
+    settings = Settings.from_env()
+    assert report_source_outage(settings, 'OperationalError: (2003, "Can\'t connect")') is True
+    assert report_source_outage(settings, "OperationalError: timeout") is False
+    state = state_for(settings)
+    assert health.report_healthy(state, channel="#data", settings=settings) is True
+    assert health.report_healthy(state, channel="#data", settings=settings) is False
+    alerts = read_alerts(settings)
+    assert [a["kind"] for a in alerts] == ["source_outage", "source_recovered"]
+    assert "data will be stale" in alerts[0]["title"]
+
+
+def test_plan_task_failure_announces_stale_data(seeded, tmp_path, monkeypatch):
+    """The replica unreachable: the plan task fails after its retries and the outage is announced."""
+    monkeypatch.setenv("RETAIL_LAKE_URI", str(tmp_path / "lake"))
+    monkeypatch.setenv("RETAIL_ALERTS_FILE", str(tmp_path / "alerts.jsonl"))
+    monkeypatch.setenv("AIRFLOW_CONN_CLASSICMODELS_REPLICA", "mysql://nobody:x@127.0.0.1:1/classicmodels")
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(ROOT / "dags" / "extract_replica.py")).get_dag("extract_replica")
+    run = _without_retries(dag).test(logical_date=pendulum.datetime(2026, 11, 24, 16, tz="UTC"))
+    assert run.state == "failed"
+    from retail_platform.alerts import read_alerts
+
+    (alert,) = read_alerts(Settings.from_env())
+    assert alert["kind"] == "source_outage" and "Can't connect" in alert["text"]
+    assert "x@" not in json.dumps(alert), "no credentials in alerts"
