@@ -99,7 +99,16 @@ def sql() -> SQLRunner:
 
 
 @pytest.fixture(scope="session")
-def airflow_db():
+def dbt_manifest():
+    """The precompiled dbt manifest the transform DAG renders its tasks from (dbt parse if stale)."""
+    from retail_platform.settings import Settings
+    from retail_platform.warehouse.dbt_runner import ensure_manifest
+
+    return ensure_manifest(Settings.from_env())
+
+
+@pytest.fixture(scope="session")
+def airflow_db(dbt_manifest):
     """A fresh Airflow metadata database (SQLite in the test state folder) for the session."""
     from airflow.utils import db
 

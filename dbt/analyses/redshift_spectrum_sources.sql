@@ -4,5 +4,5 @@
 {{ redshift_lake_source_statements() | join(';\n\n') }};
 {%- else -%}
 -- Compile with --target prod to see the Redshift Spectrum DDL.
-select 1 as placeholder
+    select 1 as placeholder
 {%- endif -%}

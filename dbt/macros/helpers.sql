@@ -1,5 +1,9 @@
-{#- The latest version of each key among the lake's batches (overlapping lookbacks, updates). -#}
-{% macro latest_per_key(relation, key_columns, order_by) %}
+{#- The latest version of each key among the lake's batches (overlapping lookbacks, updates):
+    the newest by the row's own version column when the table has one (updated_at), else the
+    newest extraction. -#}
+{% macro latest_per_key(relation, key_columns, version_column=none) %}
+    {%- set order_by = ([version_column ~ ' desc nulls last'] if version_column else [])
+        + ['_extracted_at desc', '_batch_id desc'] -%}
     select *
     from (
         select

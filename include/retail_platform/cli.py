@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -115,6 +116,99 @@ def _cmd_pipeline(args) -> int:
     )
 
 
+def _cmd_contract(args) -> int:
+    from retail_platform.contract.bootstrap import bootstrap_contract
+    from retail_platform.contract.model import load_contract
+    from retail_platform.source.connection import source_connection
+    from retail_platform.source.introspect import read_live_schema
+    from retail_platform.warehouse.dbt_sources import sources_in_step, sources_path, write_sources
+
+    settings = Settings.from_env()
+    if args.action == "validate":
+        contract = load_contract(settings.contract_path)
+        print(f"{settings.contract_path}: valid ({len(contract.tables)} tables)")
+        return 0
+    if args.action == "bootstrap":
+        previous = load_contract(settings.contract_path) if args.merge and settings.contract_path.exists() else None
+        live = read_live_schema(source_connection("reader", settings))
+        contract = bootstrap_contract(live, previous=previous, only_tables=args.table or None)
+        text = contract.to_yaml()
+        if args.output == "-":
+            print(text, end="")
+        else:
+            Path(args.output or settings.contract_path).write_text(text, encoding="utf-8")
+            print(f"wrote {args.output or settings.contract_path}")
+        return 0
+    contract = load_contract(settings.contract_path)
+    if args.check:
+        if sources_in_step(contract, settings.dbt_project_dir):
+            print(f"{sources_path(settings.dbt_project_dir, contract)} matches the contract")
+            return 0
+        print(f"{sources_path(settings.dbt_project_dir, contract)} differs from the contract: "
+              "run `retail contract dbt-sources`", file=sys.stderr)
+        return 1
+    print(f"wrote {write_sources(contract, settings.dbt_project_dir)}")
+    return 0
+
+
+def _cmd_extract(args) -> int:
+    """One extraction run without Airflow (what the DAG's tasks do), for operators and debugging."""
+    from datetime import UTC, datetime, timedelta
+
+    from retail_platform.extract.local_engine import BatchSkipped
+    from retail_platform.extract.runner import plan_run, run_local
+
+    settings = Settings.from_env()
+    end = datetime.fromisoformat(args.end) if args.end else datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    end = end if end.tzinfo else end.replace(tzinfo=UTC)
+    start = end - timedelta(minutes=args.minutes)
+    failures = 0
+    for plan in plan_run(settings, start, end, tables=args.table or None):
+        try:
+            summary = run_local(settings, plan)
+            print(f"{plan['table']:<14} {summary['mode']:<12} {summary['rows']:>10,} rows  {summary['reconciliation']}")
+        except BatchSkipped as skipped:
+            print(f"{plan['table']:<14} skipped: {skipped}")
+        except Exception as exc:  # report every table, then fail
+            failures += 1
+            print(f"{plan['table']:<14} FAILED: {exc}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _cmd_warehouse(args) -> int:
+    from retail_platform.warehouse.dbt_runner import ensure_manifest, run_dbt
+
+    settings = Settings.from_env()
+    if args.action == "prepare":
+        print(f"manifest: {ensure_manifest(settings)}")
+    elif args.action == "build":
+        run_dbt(["run-operation", "register_lake_sources"], settings)
+        run_dbt(["build", *args.dbt_args], settings)
+    elif args.action == "export":
+        from retail_platform.warehouse.export import export_training_table
+
+        print(json.dumps(export_training_table(settings)))
+    elif args.action == "docs":
+        run_dbt(["docs", "generate"], settings)
+        print(f"serving the dbt docs on http://127.0.0.1:{args.port} (Ctrl-C stops)")
+        run_dbt(["docs", "serve", "--port", str(args.port), "--host", "127.0.0.1", "--no-browser"], settings)
+    return 0
+
+
+def _cmd_dbt_lint(args) -> int:
+    import subprocess
+
+    from retail_platform.warehouse.dbt_runner import dbt_env
+
+    settings = Settings.from_env()
+    project = settings.project_dir
+    paths = args.paths or ["dbt/models", "dbt/data-tests", "dbt/analyses"]
+    command = [str(Path(sys.executable).parent / "sqlfluff"), "fix" if args.fix else "lint", *paths]
+    if args.fix:
+        command.append("--force")
+    return subprocess.run(command, cwd=project, env=os.environ | dbt_env(settings)).returncode
+
+
 def _add_generation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset", default="classic", help="classic (real dump sizes) or prod (~100k customers)"
@@ -154,6 +248,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="row counts in the source (read-only user)")
     p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser("contract", help="the source contract")
+    p.add_argument("action", choices=["validate", "bootstrap", "dbt-sources"])
+    p.add_argument("--merge", action="store_true", help="bootstrap: keep owners, modes and notes of the current one")
+    p.add_argument("--table", action="append", help="bootstrap: only these tables (repeatable)")
+    p.add_argument("--output", help="bootstrap: where to write (default the contract's path; - for stdout)")
+    p.add_argument("--check", action="store_true", help="dbt-sources: fail if the sources YAML is out of step")
+    p.set_defaults(func=_cmd_contract)
+
+    p = sub.add_parser("extract", help="one extraction run without Airflow")
+    p.add_argument("--end", help="interval end (ISO, UTC); default the start of this hour")
+    p.add_argument("--minutes", type=int, default=60, help="interval length")
+    p.add_argument("--table", action="append", help="only these tables (repeatable)")
+    p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("warehouse", help="dbt: prepare the manifest, build, export, docs")
+    p.add_argument("action", choices=["prepare", "build", "export", "docs"])
+    p.add_argument("--port", type=int, default=8580, help="docs: port on 127.0.0.1")
+    p.add_argument("dbt_args", nargs="*", help="build: extra dbt arguments (e.g. --select tag:ml)")
+    p.set_defaults(func=_cmd_warehouse)
+
+    p = sub.add_parser("dbt-lint", help="sqlfluff (dbt templater) over the dbt project")
+    p.add_argument("--fix", action="store_true")
+    p.add_argument("paths", nargs="*")
+    p.set_defaults(func=_cmd_dbt_lint)
 
     p = sub.add_parser("pipeline", help="the main job end to end")
     _add_generation_args(p)

@@ -1,13 +1,21 @@
 """The platform's main job end to end on the embedded defaults (`./platform run`).
 
-1. the source: the configured replica, or the private MariaDB instance;
-2. seed it with the generator when it is empty (or when asked to);
-3. show what is in it.
+1. the source: the configured replica, or the private MariaDB instance, seeded when empty;
+2. Airflow's metadata database and pools, dbt's precompiled manifest;
+3. `airflow dags test extract_replica`: the replica into the lake (atomic batches);
+4. `airflow dags test transform_warehouse`: dbt builds the marts and exports the training table
+   (scheduled on extraction's Asset in production; `dags test` does not chain DAGs, so it runs here);
+5. show the marts.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from retail_platform.settings import Settings
@@ -15,10 +23,49 @@ from retail_platform.source.connection import configured_connection, source_conn
 from retail_platform.source.seed import seed_source, source_is_seeded, source_row_counts
 
 log = logging.getLogger(__name__)
+POOLS = {"classicmodels_replica": None, "warehouse": 1}  # None: the replica-pool setting
+
+
+class PipelineStepFailed(RuntimeError):
+    pass
 
 
 def _banner(text: str) -> None:
     print(f"\n== {text}", flush=True)
+
+
+def _airflow(args: list[str], log_file: Path, env: dict) -> float:
+    """Run the Airflow CLI; its (long) output goes to a log file, the tail to the screen on failure."""
+    started = time.perf_counter()
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("w") as out:
+        result = subprocess.run([sys.executable, "-m", "airflow", *args], stdout=out, stderr=subprocess.STDOUT,
+                                env=env)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-40:])
+        raise PipelineStepFailed(f"airflow {' '.join(args)} failed (log: {log_file}):\n{tail}")
+    return seconds
+
+
+def airflow_env(settings: Settings) -> dict:
+    env = dict(os.environ)
+    env.setdefault("AIRFLOW_HOME", str(settings.state_dir / "airflow"))
+    env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(settings.project_dir / "dags"))
+    env.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(settings.project_dir / "plugins"))
+    env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    env.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
+    env.setdefault("RETAIL_STATE_DIR", str(settings.state_dir))
+    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def prepare_airflow(settings: Settings, env: dict) -> None:
+    logs = settings.state_dir / "logs"
+    _airflow(["db", "migrate"], logs / "airflow-db-migrate.log", env)
+    for pool, slots in POOLS.items():
+        size = settings.replica_pool_slots if slots is None else slots
+        _airflow(["pools", "set", pool, str(size), f"retail platform: {pool}"], logs / f"airflow-pool-{pool}.log", env)
 
 
 def run_pipeline(
@@ -43,18 +90,35 @@ def run_pipeline(
         summary = seed_source(
             preset=preset, scale=scale, seed=seed, variant=variant, dump=dump, replace=True, settings=settings
         )
-        print(
-            f"generated in {summary['generate_s']} s, loaded in {summary['load_s']} s; "
-            f"ground truth in {summary['ground_truth']}"
-        )
+        print(f"generated in {summary['generate_s']} s, loaded in {summary['load_s']} s; "
+              f"ground truth in {summary['ground_truth']}")
     else:
         print("source already seeded (pass --regenerate to rebuild it)")
-
-    _banner("what is in the source")
     counts = source_row_counts(settings)
-    width = max(map(len, counts))
-    for table, count in counts.items():
-        print(f"  {table:<{width}}  {count:>10,}")
+    print("  " + ", ".join(f"{table} {count:,}" for table, count in counts.items()))
+
+    _banner("Airflow metadata database, pools; dbt manifest")
+    from retail_platform.contract.model import load_contract
+    from retail_platform.warehouse.dbt_runner import ensure_manifest
+    from retail_platform.warehouse.dbt_sources import sources_in_step
+
+    if not sources_in_step(load_contract(settings.contract_path), settings.dbt_project_dir):
+        print("warning: the dbt sources differ from the source contract; run `retail contract dbt-sources`")
+    env = airflow_env(settings)
+    prepare_airflow(settings, env)
+    ensure_manifest(settings)
+    print(f"ready (Airflow home {env['AIRFLOW_HOME']})")
+
+    logical_date = datetime.now(UTC).replace(microsecond=0).isoformat()
+    logs = settings.state_dir / "logs"
+    for dag_id, what in (("extract_replica", "the replica into the lake"),
+                         ("transform_warehouse", "dbt: staging, marts, training table export")):
+        _banner(f"airflow dags test {dag_id} ({what})")
+        seconds = _airflow(["dags", "test", dag_id, logical_date], logs / f"{dag_id}.log", env)
+        print(f"succeeded in {seconds:.0f} s (log: {logs / f'{dag_id}.log'})")
+
+    _banner("the lake and the marts")
+    show_results(settings)
 
     if stop_source and configured_connection(settings.source_conn_id) is None:
         from retail_platform.source.local_mariadb import LocalMariaDB
@@ -62,3 +126,45 @@ def run_pipeline(
         LocalMariaDB.from_settings(settings).stop()
         print("\nprivate MariaDB stopped")
     return 0
+
+
+def show_results(settings: Settings) -> None:
+    import duckdb
+
+    from retail_platform.extract.runner import lake_for
+    from retail_platform.warehouse.export import read_latest_export
+
+    lake = lake_for(settings)
+    for table in sorted(source_row_counts(settings)):
+        batches = lake.committed_batches(table)
+        rows = sum(b["row_count"] for b in batches)
+        print(f"  lake raw/classicmodels/{table}: {len(batches)} committed batches, {rows:,} rows")
+    manifest, _ = read_latest_export(settings)
+    print(f"  lake ml/ratings_ml_training: build {manifest['build_id']}, {manifest['row_count']:,} rows")
+    with duckdb.connect(str(settings.duckdb_path)) as conn:
+        print(f"\n  warehouse {settings.duckdb_path}:")
+        for relation in ("analytics.fct_order_lines", "analytics.fct_hourly_demand", "analytics.fct_demand_spikes",
+                         "analytics.fct_popular_products_7d", "ml.ratings_ml_training"):
+            count = conn.execute(f"select count(*) from {relation}").fetchone()[0]
+            print(f"    {relation:<36} {count:>10,} rows")
+        _print_query(conn, "latest hourly demand", """
+            select order_hour, product_code, country, orders, units, revenue
+            from analytics.fct_hourly_demand order by order_hour desc, revenue desc limit 5""")
+        _print_query(conn, "demand spikes (newest first)", """
+            select spike_start, product_code, country, rising_hours, peak_orders, round(strength, 1) as strength,
+                   is_rising
+            from analytics.fct_demand_spikes order by spike_start desc limit 5""")
+        _print_query(conn, "popular products (the recommender's fallback)", """
+            select popularity_rank, product_code, product_name, units
+            from analytics.fct_popular_products_7d order by popularity_rank limit 5""")
+
+
+def _print_query(conn, title: str, sql: str) -> None:
+    cursor = conn.execute(sql)
+    columns = [d[0] for d in cursor.description]
+    rows = cursor.fetchall()
+    print(f"\n  {title}:")
+    widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+    print("    " + "  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in rows:
+        print("    " + "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))

@@ -3,7 +3,7 @@ with source as (
 ),
 
 latest as (
-    {{ latest_per_key('source', ['officeCode'], ['_extracted_at desc', '_batch_id desc']) }}
+    {{ latest_per_key('source', ['officeCode']) }}
 ),
 
 renamed as (

@@ -3,7 +3,7 @@ with source as (
 ),
 
 latest as (
-    {{ latest_per_key('source', ['customerNumber', 'productCode'], ['updated_at desc nulls last', '_extracted_at desc', '_batch_id desc']) }}
+    {{ latest_per_key('source', ['customerNumber', 'productCode'], version_column='updated_at') }}
 ),
 
 renamed as (
