@@ -61,9 +61,13 @@ def transform_warehouse():
         outlet_events[TRAINING_EXPORT].extra = summary
         return summary
 
-    @task(outlets=[ANALYTICS_MARTS])
-    def publish_marts(*, outlet_events=None) -> None:
-        outlet_events[ANALYTICS_MARTS].extra = {"target": SETTINGS.dbt_target}
+    @task(pool=WAREHOUSE_POOL, outlets=[ANALYTICS_MARTS])
+    def publish_marts(*, outlet_events=None) -> dict:
+        from retail_platform.warehouse.marts import marts_summary
+
+        summary = marts_summary(SETTINGS)  # includes data_as_of: the newest order in the marts
+        outlet_events[ANALYTICS_MARTS].extra = summary
+        return summary
 
     build = dbt_build_group(SETTINGS)
     register_lake_sources() >> check_source_freshness() >> build >> [export_training_table(), publish_marts()]

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_FILES = sorted(p for p in (ROOT / "dags").glob("*.py") if not p.name.startswith("_"))
-EXPECTED_DAGS = {"extract_replica", "transform_warehouse"}
+EXPECTED_DAGS = {"extract_replica", "transform_warehouse", "watch_source_schema"}
 
 
 class NetworkUsedAtImport(RuntimeError):

@@ -41,8 +41,9 @@ def build_warehouse(tmp: Path, reader, monkeypatch) -> Settings:
     monkeypatch.setenv("RETAIL_DUCKDB_PATH", str(tmp / "warehouse.duckdb"))
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     lake = RawLake(LakeStorage.from_uri(str(tmp / "lake")))
-    for plan in plan_extraction(CONTRACT, read_live_schema(reader), interval_start=end - timedelta(hours=1),
-                                interval_end=end):
+    for plan in plan_extraction(
+        CONTRACT, read_live_schema(reader), interval_start=end - timedelta(hours=1), interval_end=end
+    ):
         extract_batch(plan, reader=reader, lake=lake)
     settings = Settings.from_env()
     run_dbt(["run-operation", "register_lake_sources"], settings)
@@ -67,7 +68,9 @@ def modern_warehouse(reader, seed_scratch, tmp_path_factory):
 def test_dbt_sources_are_generated_from_the_contract():
     assert sources_in_step(CONTRACT, ROOT / "dbt"), "run `retail contract dbt-sources`"
     changed = CONTRACT.model_dump(mode="json")
-    changed["tables"]["orders"]["columns"].append({"name": "channel", "type": "varchar(20)", "nullable": True})
+    changed["tables"]["orders"]["columns"].append(
+        {"name": "channel", "type": "varchar(20)", "nullable": True}
+    )
     rendered = render_sources(parse_contract(changed))
     assert "name: channel" in rendered and not sources_in_step(parse_contract(changed), ROOT / "dbt")
 
@@ -88,13 +91,22 @@ def test_marts_and_training_table_on_the_modern_schema(sql, reader, modern_wareh
         "JOIN customers c USING (customerNumber) JOIN products p USING (productCode) "
         "ORDER BY r.customerNumber, r.productCode LIMIT 1",
     )[0]
-    got = query(settings, 'select * from ml.ratings_ml_training order by "customerNumber", "productCode" limit 1')[1][0]
+    got = query(
+        settings, 'select * from ml.ratings_ml_training order by "customerNumber", "productCode" limit 1'
+    )[1][0]
     assert tuple(got) == tuple(expected)
-    hourly = query(settings, "select bool_and(has_order_time), count(distinct extract(hour from order_hour)) "
-                             "from analytics.fct_hourly_demand")[1][0]
+    hourly = query(
+        settings,
+        "select bool_and(has_order_time), count(distinct extract(hour from order_hour)) "
+        "from analytics.fct_hourly_demand",
+    )[1][0]
     assert hourly[0] is True and hourly[1] > 12, "the modern schema gives an hourly grain"
-    ranks = [r[0] for r in query(settings, "select popularity_rank from analytics.fct_popular_products_7d "
-                                           "order by 1")[1]]
+    ranks = [
+        r[0]
+        for r in query(settings, "select popularity_rank from analytics.fct_popular_products_7d order by 1")[
+            1
+        ]
+    ]
     assert ranks == list(range(1, len(ranks) + 1)) and ranks
     totals = query(settings, "select sum(order_total) from analytics.fct_orders")[1][0][0]
     assert totals == sql.query(source, "SELECT SUM(quantityOrdered * priceEach) FROM orderdetails")[0][0]
@@ -103,8 +115,11 @@ def test_marts_and_training_table_on_the_modern_schema(sql, reader, modern_wareh
 def test_the_unmodified_schema_degrades_to_a_daily_grain(reader, seed_scratch, tmp_path, monkeypatch):
     db = seed_scratch("x_original", variant="original")
     settings = build_warehouse(tmp_path, reader.with_database(db.database), monkeypatch)
-    grain = query(settings, "select bool_or(has_order_time), count(distinct extract(hour from order_hour)) "
-                            "from analytics.fct_hourly_demand")[1][0]
+    grain = query(
+        settings,
+        "select bool_or(has_order_time), count(distinct extract(hour from order_hour)) "
+        "from analytics.fct_hourly_demand",
+    )[1][0]
     assert grain == (False, 1), "only dates: every row at midnight, flagged as daily"
     assert query(settings, "select count(*) from analytics.fct_demand_spikes")[1][0][0] == 0
     assert query(settings, "select count(*) from ml.ratings_ml_training")[1][0][0] > 1000
@@ -133,7 +148,9 @@ def test_freshness_announces_sources_older_than_an_hour(modern_warehouse, tmp_pa
     path = f"{lake.batch_dir('offices', manifest['batch_id'])}/{manifest['files'][0]['path']}"
     table = pq.read_table(path)
     old = pa.array([datetime.now(UTC) - timedelta(hours=2)] * table.num_rows, pa.timestamp("us", tz="UTC"))
-    pq.write_table(table.set_column(table.schema.get_field_index("_extracted_at"), "_extracted_at", old), path)
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("_extracted_at"), "_extracted_at", old), path
+    )
     monkeypatch.setenv("RETAIL_ALERTS_FILE", str(tmp_path / "alerts.jsonl"))
     report = check_freshness(Settings.from_env())
     assert report["stale"] == ["classicmodels.offices"]
@@ -144,18 +161,38 @@ def test_freshness_announces_sources_older_than_an_hour(modern_warehouse, tmp_pa
 
 def test_models_compile_to_redshift_sql(tmp_path):
     """No Redshift cluster here: compile every model for the prod target and parse it as Redshift SQL."""
-    env = {"DBT_TARGET": "prod", "RETAIL_LAKE_URI": "s3://retail-lake/lake", "REDSHIFT_HOST": "127.0.0.1",
-           "REDSHIFT_PORT": "1"}
+    env = {
+        "DBT_TARGET": "prod",
+        "RETAIL_LAKE_URI": "s3://retail-lake/lake",
+        "REDSHIFT_HOST": "127.0.0.1",
+        "REDSHIFT_PORT": "1",
+    }
     import os
 
     result = subprocess.run(
-        [DBT, "--no-populate-cache", "compile", "--target", "prod", "--no-introspect",
-         "--target-path", str(tmp_path), "--project-dir", str(ROOT / "dbt"), "--profiles-dir", str(ROOT / "dbt")],
-        env=os.environ | env, capture_output=True, text=True,
+        [
+            DBT,
+            "--no-populate-cache",
+            "compile",
+            "--target",
+            "prod",
+            "--no-introspect",
+            "--target-path",
+            str(tmp_path),
+            "--project-dir",
+            str(ROOT / "dbt"),
+            "--profiles-dir",
+            str(ROOT / "dbt"),
+        ],
+        env=os.environ | env,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout[-3000:]
     compiled = sorted((tmp_path / "compiled" / "retail").rglob("*.sql"))
-    models = [p for p in compiled if "/models/" in str(p) and "_test" not in p.name and p.parent.name != "unit_test"]
+    models = [
+        p for p in compiled if "/models/" in str(p) and "_test" not in p.name and p.parent.name != "unit_test"
+    ]
     assert len([p for p in models if p.stem.startswith(("stg_", "int_", "fct_", "dim_", "ratings_"))]) == 21
     # Functions sqlglot's Redshift dialect does not know would be DuckDB-only: none may remain.
     allowed_anonymous = {"datediff", "dateadd", "md5"}
@@ -172,7 +209,9 @@ def test_models_compile_to_redshift_sql(tmp_path):
     spectrum = (tmp_path / "compiled" / "retail" / "analyses" / "redshift_spectrum_sources.sql").read_text()
     assert spectrum.count("create external table lake_raw.") == len(CONTRACT.tables)
     assert "location 's3://retail-lake/lake/raw/classicmodels/orders/_committed.manifest'" in spectrum
-    unload = (tmp_path / "compiled" / "retail" / "analyses" / "redshift_unload_training_table.sql").read_text()
+    unload = (
+        tmp_path / "compiled" / "retail" / "analyses" / "redshift_unload_training_table.sql"
+    ).read_text()
     assert 'as "customerNumber"' in unload and "format as parquet manifest verbose" in unload
 
 
@@ -186,9 +225,22 @@ def test_docs_generate_and_serve(modern_warehouse):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [DBT, "docs", "serve", "--port", str(port), "--host", "127.0.0.1",
-         "--no-browser", "--project-dir", str(ROOT / "dbt"), "--profiles-dir", str(ROOT / "dbt")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            DBT,
+            "docs",
+            "serve",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--no-browser",
+            "--project-dir",
+            str(ROOT / "dbt"),
+            "--profiles-dir",
+            str(ROOT / "dbt"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         for _ in range(100):
@@ -213,7 +265,12 @@ def test_transform_dag_builds_and_publishes_its_assets(seeded_lake_for_dag, airf
 
     dag = DagBag(dag_folder=str(ROOT / "dags" / "transform_warehouse.py")).get_dag("transform_warehouse")
     tasks = set(dag.task_ids)
-    assert {"register_lake_sources", "check_source_freshness", "export_training_table", "publish_marts"} <= tasks
+    assert {
+        "register_lake_sources",
+        "check_source_freshness",
+        "export_training_table",
+        "publish_marts",
+    } <= tasks
     assert {"dbt_build.fct_demand_spikes.run", "dbt_build.fct_demand_spikes.test"} <= tasks
     run = dag.test(logical_date=pendulum.now("UTC"))
     failed = {ti.task_id: ti.state for ti in run.get_task_instances() if ti.state != "success"}
@@ -221,8 +278,9 @@ def test_transform_dag_builds_and_publishes_its_assets(seeded_lake_for_dag, airf
     with create_session() as session:
         uris = {
             uri
-            for uri, in session.execute(
-                select(AssetModel.uri).join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+            for (uri,) in session.execute(
+                select(AssetModel.uri)
+                .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
                 .where(AssetEvent.source_run_id == run.run_id)
             )
         }

@@ -129,7 +129,9 @@ def _cmd_contract(args) -> int:
         print(f"{settings.contract_path}: valid ({len(contract.tables)} tables)")
         return 0
     if args.action == "bootstrap":
-        previous = load_contract(settings.contract_path) if args.merge and settings.contract_path.exists() else None
+        previous = (
+            load_contract(settings.contract_path) if args.merge and settings.contract_path.exists() else None
+        )
         live = read_live_schema(source_connection("reader", settings))
         contract = bootstrap_contract(live, previous=previous, only_tables=args.table or None)
         text = contract.to_yaml()
@@ -144,8 +146,11 @@ def _cmd_contract(args) -> int:
         if sources_in_step(contract, settings.dbt_project_dir):
             print(f"{sources_path(settings.dbt_project_dir, contract)} matches the contract")
             return 0
-        print(f"{sources_path(settings.dbt_project_dir, contract)} differs from the contract: "
-              "run `retail contract dbt-sources`", file=sys.stderr)
+        print(
+            f"{sources_path(settings.dbt_project_dir, contract)} differs from the contract: "
+            "run `retail contract dbt-sources`",
+            file=sys.stderr,
+        )
         return 1
     print(f"wrote {write_sources(contract, settings.dbt_project_dir)}")
     return 0
@@ -159,14 +164,20 @@ def _cmd_extract(args) -> int:
     from retail_platform.extract.runner import plan_run, run_local
 
     settings = Settings.from_env()
-    end = datetime.fromisoformat(args.end) if args.end else datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    end = (
+        datetime.fromisoformat(args.end)
+        if args.end
+        else datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    )
     end = end if end.tzinfo else end.replace(tzinfo=UTC)
     start = end - timedelta(minutes=args.minutes)
     failures = 0
     for plan in plan_run(settings, start, end, tables=args.table or None):
         try:
             summary = run_local(settings, plan)
-            print(f"{plan['table']:<14} {summary['mode']:<12} {summary['rows']:>10,} rows  {summary['reconciliation']}")
+            print(
+                f"{plan['table']:<14} {summary['mode']:<12} {summary['rows']:>10,} rows  {summary['reconciliation']}"
+            )
         except BatchSkipped as skipped:
             print(f"{plan['table']:<14} skipped: {skipped}")
         except Exception as exc:  # report every table, then fail
@@ -207,6 +218,42 @@ def _cmd_dbt_lint(args) -> int:
     if args.fix:
         command.append("--force")
     return subprocess.run(command, cwd=project, env=os.environ | dbt_env(settings)).returncode
+
+
+def _cmd_schema(args) -> int:
+    from retail_platform.contract.model import load_contract
+
+    settings = Settings.from_env()
+    if args.action == "watch":
+        from retail_platform.schema_watch.notify import notify_changes
+        from retail_platform.schema_watch.watch import record_announced, run_watch
+
+        report = run_watch(settings)
+        record_announced(settings, report, notify_changes(report, settings))
+        print(
+            json.dumps(
+                {k: report[k] for k in ("seen_at", "query_s", "tables", "paused", "still_paused", "resumed")}
+                | {"changes": len(report["drift"]), "announced": len(report["announce"])},
+                indent=2,
+            )
+        )
+        return 0
+    from retail_platform.alerts import deliver
+    from retail_platform.schema_watch.impact import impact_report, render, report_alert
+    from retail_platform.schema_watch.watch import lineage_for
+
+    contract = load_contract(settings.contract_path)
+    sources = [bool(args.ddl), bool(args.ddl_file), bool(args.contract)]
+    if sum(sources) != 1:
+        print("retail schema impact: give exactly one of --ddl, --ddl-file, --contract", file=sys.stderr)
+        return 2
+    ddl = args.ddl or (Path(args.ddl_file).read_text() if args.ddl_file else None)
+    proposed = load_contract(args.contract) if args.contract else None
+    report = impact_report(contract, lineage_for(settings), ddl=ddl, proposed=proposed)
+    print(render(report, args.format))
+    if args.post_to_slack:
+        print(f"\nposted to {deliver(report_alert(report), settings)}", file=sys.stderr)
+    return 1 if report["breaking"] and not args.no_fail else 0
 
 
 def _add_generation_args(parser: argparse.ArgumentParser) -> None:
@@ -251,10 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("contract", help="the source contract")
     p.add_argument("action", choices=["validate", "bootstrap", "dbt-sources"])
-    p.add_argument("--merge", action="store_true", help="bootstrap: keep owners, modes and notes of the current one")
+    p.add_argument(
+        "--merge", action="store_true", help="bootstrap: keep owners, modes and notes of the current one"
+    )
     p.add_argument("--table", action="append", help="bootstrap: only these tables (repeatable)")
     p.add_argument("--output", help="bootstrap: where to write (default the contract's path; - for stdout)")
-    p.add_argument("--check", action="store_true", help="dbt-sources: fail if the sources YAML is out of step")
+    p.add_argument(
+        "--check", action="store_true", help="dbt-sources: fail if the sources YAML is out of step"
+    )
     p.set_defaults(func=_cmd_contract)
 
     p = sub.add_parser("extract", help="one extraction run without Airflow")
@@ -268,6 +319,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8580, help="docs: port on 127.0.0.1")
     p.add_argument("dbt_args", nargs="*", help="build: extra dbt arguments (e.g. --select tag:ml)")
     p.set_defaults(func=_cmd_warehouse)
+
+    p = sub.add_parser("schema", help="schema watch: one watch run, or the impact of a planned change")
+    p.add_argument("action", choices=["watch", "impact"])
+    p.add_argument("--ddl", help="impact: planned MySQL DDL, e.g. 'ALTER TABLE products DROP COLUMN MSRP'")
+    p.add_argument("--ddl-file", help="impact: a file of planned DDL statements")
+    p.add_argument("--contract", help="impact: a proposed source contract (YAML)")
+    p.add_argument("--format", choices=["text", "markdown", "json"], default="text")
+    p.add_argument(
+        "--post-to-slack", action="store_true", help="impact: also post the report (Slack or the alert file)"
+    )
+    p.add_argument("--no-fail", action="store_true", help="impact: exit 0 even when a change is breaking")
+    p.set_defaults(func=_cmd_schema)
 
     p = sub.add_parser("dbt-lint", help="sqlfluff (dbt templater) over the dbt project")
     p.add_argument("--fix", action="store_true")

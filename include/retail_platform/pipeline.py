@@ -39,8 +39,9 @@ def _airflow(args: list[str], log_file: Path, env: dict) -> float:
     started = time.perf_counter()
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("w") as out:
-        result = subprocess.run([sys.executable, "-m", "airflow", *args], stdout=out, stderr=subprocess.STDOUT,
-                                env=env)
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow", *args], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-40:])
@@ -65,7 +66,11 @@ def prepare_airflow(settings: Settings, env: dict) -> None:
     _airflow(["db", "migrate"], logs / "airflow-db-migrate.log", env)
     for pool, slots in POOLS.items():
         size = settings.replica_pool_slots if slots is None else slots
-        _airflow(["pools", "set", pool, str(size), f"retail platform: {pool}"], logs / f"airflow-pool-{pool}.log", env)
+        _airflow(
+            ["pools", "set", pool, str(size), f"retail platform: {pool}"],
+            logs / f"airflow-pool-{pool}.log",
+            env,
+        )
 
 
 def run_pipeline(
@@ -90,8 +95,10 @@ def run_pipeline(
         summary = seed_source(
             preset=preset, scale=scale, seed=seed, variant=variant, dump=dump, replace=True, settings=settings
         )
-        print(f"generated in {summary['generate_s']} s, loaded in {summary['load_s']} s; "
-              f"ground truth in {summary['ground_truth']}")
+        print(
+            f"generated in {summary['generate_s']} s, loaded in {summary['load_s']} s; "
+            f"ground truth in {summary['ground_truth']}"
+        )
     else:
         print("source already seeded (pass --regenerate to rebuild it)")
     counts = source_row_counts(settings)
@@ -111,8 +118,10 @@ def run_pipeline(
 
     logical_date = datetime.now(UTC).replace(microsecond=0).isoformat()
     logs = settings.state_dir / "logs"
-    for dag_id, what in (("extract_replica", "the replica into the lake"),
-                         ("transform_warehouse", "dbt: staging, marts, training table export")):
+    for dag_id, what in (
+        ("extract_replica", "the replica into the lake"),
+        ("transform_warehouse", "dbt: staging, marts, training table export"),
+    ):
         _banner(f"airflow dags test {dag_id} ({what})")
         seconds = _airflow(["dags", "test", dag_id, logical_date], logs / f"{dag_id}.log", env)
         print(f"succeeded in {seconds:.0f} s (log: {logs / f'{dag_id}.log'})")
@@ -143,20 +152,37 @@ def show_results(settings: Settings) -> None:
     print(f"  lake ml/ratings_ml_training: build {manifest['build_id']}, {manifest['row_count']:,} rows")
     with duckdb.connect(str(settings.duckdb_path)) as conn:
         print(f"\n  warehouse {settings.duckdb_path}:")
-        for relation in ("analytics.fct_order_lines", "analytics.fct_hourly_demand", "analytics.fct_demand_spikes",
-                         "analytics.fct_popular_products_7d", "ml.ratings_ml_training"):
+        for relation in (
+            "analytics.fct_order_lines",
+            "analytics.fct_hourly_demand",
+            "analytics.fct_demand_spikes",
+            "analytics.fct_popular_products_7d",
+            "ml.ratings_ml_training",
+        ):
             count = conn.execute(f"select count(*) from {relation}").fetchone()[0]
             print(f"    {relation:<36} {count:>10,} rows")
-        _print_query(conn, "latest hourly demand", """
+        _print_query(
+            conn,
+            "latest hourly demand",
+            """
             select order_hour, product_code, country, orders, units, revenue
-            from analytics.fct_hourly_demand order by order_hour desc, revenue desc limit 5""")
-        _print_query(conn, "demand spikes (newest first)", """
+            from analytics.fct_hourly_demand order by order_hour desc, revenue desc limit 5""",
+        )
+        _print_query(
+            conn,
+            "demand spikes (newest first)",
+            """
             select spike_start, product_code, country, rising_hours, peak_orders, round(strength, 1) as strength,
                    is_rising
-            from analytics.fct_demand_spikes order by spike_start desc limit 5""")
-        _print_query(conn, "popular products (the recommender's fallback)", """
+            from analytics.fct_demand_spikes order by spike_start desc limit 5""",
+        )
+        _print_query(
+            conn,
+            "popular products (the recommender's fallback)",
+            """
             select popularity_rank, product_code, product_name, units
-            from analytics.fct_popular_products_7d order by popularity_rank limit 5""")
+            from analytics.fct_popular_products_7d order by popularity_rank limit 5""",
+        )
 
 
 def _print_query(conn, title: str, sql: str) -> None:
@@ -164,7 +190,9 @@ def _print_query(conn, title: str, sql: str) -> None:
     columns = [d[0] for d in cursor.description]
     rows = cursor.fetchall()
     print(f"\n  {title}:")
-    widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+    widths = [
+        max(len(str(c)), *(len(str(r[i])) for r in rows)) if rows else len(c) for i, c in enumerate(columns)
+    ]
     print("    " + "  ".join(str(c).ljust(w) for c, w in zip(columns, widths, strict=True)))
     for row in rows:
         print("    " + "  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)))

@@ -58,6 +58,7 @@ def build_manifest(
         ],
         "new_columns": plan["new_columns"],
         "missing_optional_columns": plan["missing_optional_columns"],
+        "missing_columns": plan.get("missing_columns", []),
         "files": files,
         "reconciliation": reconciliation,
         "query": query,

@@ -43,6 +43,7 @@ def plan_table(
         "columns": [],
         "new_columns": [],
         "missing_optional_columns": [],
+        "missing_columns": [],
         "critical": spec.critical,
         "skip_reason": None,
         "error": None,
@@ -60,8 +61,12 @@ def plan_table(
         if live_table.column(column.name) is None:
             if column.optional:
                 plan["missing_optional_columns"].append(column.name)
+            elif column.name in spec.primary_key:
+                errors.append(f"primary key column {table}.{column.name} is missing on the replica")
             else:
-                errors.append(f"column {table}.{column.name} is in the contract but missing on the replica")
+                # Whether that breaks anything downstream is the schema watch's call (it pauses the
+                # table then); otherwise the lake goes on without it and staging reads NULLs.
+                plan["missing_columns"].append(column.name)
     for live_column in live_table.columns:
         try:
             parse_type(live_column.type)

@@ -54,6 +54,11 @@ def plan_run(
     health.report_healthy(
         state, channel=contract.source.downstream_channel, details={"run_url": run_url}, settings=settings
     )
+    # The schema watch's rule, applied here too so a breaking change is held back even before the
+    # watch's next run: pause tables with breaking drift, resume those whose drift is resolved.
+    from retail_platform.schema_watch.watch import evaluate_drift, lineage_for, protect
+
+    protect(state, contract, evaluate_drift(contract, live, lineage_for(settings)))
     plans = plan_extraction(
         contract,
         live,

@@ -84,9 +84,12 @@ def manifest_is_stale(settings: Settings) -> bool:
 
 
 def ensure_manifest(settings: Settings | None = None) -> Path:
-    """Precompile the manifest cosmos renders the transform DAG from (no dbt work at DAG parse)."""
+    """Precompile the manifest cosmos renders the transform DAG from (no dbt work at DAG parse) and
+    the schema watch reads its lineage from."""
     settings = settings or Settings.from_env()
     if manifest_is_stale(settings):
-        log.info("dbt parse: the manifest is missing or older than the project")
-        run_dbt(["parse"], settings)
+        # Compiled (not only parsed): the schema watch's column lineage reads the compiled SQL.
+        # No cache, no introspection: it needs no warehouse connection.
+        log.info("dbt compile: the manifest is missing or older than the project")
+        run_dbt(["--no-populate-cache", "compile", "--no-introspect"], settings)
     return manifest_path(settings)

@@ -26,7 +26,8 @@ select
     cast(demand.has_order_time as boolean) as has_order_time,
     cast(demand.orders as bigint) as orders,
     cast(demand.units as bigint) as units,
-    cast(demand.revenue as decimal(18, 2)) as revenue
+    cast(demand.revenue as decimal(18, 2)) as revenue,
+    cast(demand.last_ordered_at as timestamp) as last_ordered_at
 from demand
 inner join products on demand.product_code = products.product_code
 left join country_regions on demand.country = country_regions.country

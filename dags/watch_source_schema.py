@@ -1,0 +1,69 @@
+"""
+### watch_source_schema
+
+Watches the `classicmodels` replica's schema every 10 minutes (`RETAIL_SCHEMA_WATCH_SCHEDULE`)
+with one light read of `information_schema` (tables, columns, types, nullability, keys, defaults).
+
+* **Compares** the live schema with the source contract (what the platform accepted) and with the
+  last schema seen (kept with its history beside the lake).
+* **Classifies** each change: table added/dropped, column added/dropped, likely rename, type
+  widened/narrowed/changed, nullability, primary key, cursor lost; additive or breaking, with the
+  downstream impact from the dbt manifest's column lineage (models, exposures, training columns).
+* **Protects** the pipeline: a breaking change pauses extraction of that table only, until the
+  contract accepts it (or the change is reverted); additive changes flow through.
+* **Tells** the table's owners on Slack (`slack_alerts` connection; otherwise the log and a file):
+  once per change, again as a reminder while a breaking one stays unresolved
+  (`RETAIL_SCHEMA_REMINDER_HOURS`). An unreachable replica or replication lag over
+  `RETAIL_MAX_REPLICATION_LAG_S` is announced once to the downstream channel, and its end too.
+
+**Owner:** data-platform.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import CronTriggerTimetable, dag, task
+from retail_airflow.dag_defaults import platform_default_args
+
+from retail_platform.settings import Settings
+
+SETTINGS = Settings.from_env()
+SCHEDULE = os.environ.get("RETAIL_SCHEMA_WATCH_SCHEDULE", "*/10 * * * *")
+
+
+@dag(
+    dag_id="watch_source_schema",
+    schedule=CronTriggerTimetable(SCHEDULE, timezone="UTC"),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args=platform_default_args(
+        "data-platform", retries=2, retry_delay=timedelta(seconds=20), execution_timeout=timedelta(minutes=5)
+    ),
+    tags=["schema-watch", "classicmodels", "alerts"],
+    doc_md=__doc__,
+)
+def watch_source_schema():
+    @task
+    def check_schema(dag_run=None) -> dict:
+        from retail_airflow.links import run_url
+
+        from retail_platform.schema_watch.watch import run_watch
+
+        return run_watch(SETTINGS, run_url=run_url(dag_run))
+
+    @task
+    def notify_owners(report: dict) -> dict:
+        from retail_platform.schema_watch.notify import notify_changes
+        from retail_platform.schema_watch.watch import record_announced
+
+        sent = notify_changes(report, SETTINGS)
+        record_announced(SETTINGS, report, sent)  # only after delivery: a failed send is retried
+        return {"announced": len(sent), "paused": sorted(report["paused"]), "resumed": report["resumed"]}
+
+    notify_owners(check_schema())
+
+
+watch_source_schema()

@@ -1,0 +1,205 @@
+"""One run of the schema watch: read the replica's schema once, compare, protect, decide what to tell.
+
+* Drift is the difference between the source contract (what the platform accepted) and the live
+  schema; it decides which tables are paused (breaking drift) and resumed (none left: an operator
+  updated the contract, or the change was reverted).
+* History: every schema that differs from the last one seen is kept (``_state/<source>/schema/``).
+* Announcements: each drift item is announced once; a breaking one that stays unresolved past
+  ``RETAIL_SCHEMA_REMINDER_HOURS`` is announced again. Default changes (not in the contract) are
+  announced when they first differ from the last schema seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import UTC, datetime, timedelta
+
+from retail_platform.alerts import ConsequentialFailure
+from retail_platform.contract.model import Contract, load_contract
+from retail_platform.schema_watch.changes import (
+    BREAKING,
+    Change,
+    breaking_tables,
+    diff_schemas,
+    shapes_from_contract,
+    shapes_from_live,
+)
+from retail_platform.schema_watch.lineage import load_index
+from retail_platform.settings import Settings
+from retail_platform.source import health
+from retail_platform.source.connection import connect, source_connection
+from retail_platform.source.introspect import LiveSchema, read_live_schema
+from retail_platform.state import PlatformState, utcnow_iso
+
+log = logging.getLogger(__name__)
+ANNOUNCEMENTS = ("schema", "announcements.json")
+
+
+class SourceUnavailable(ConsequentialFailure):
+    """The replica did not answer; the outage was announced by the health check."""
+
+
+def lineage_for(settings: Settings) -> dict | None:
+    """The dbt column lineage, or None (then every dropped column counts as used: conservative)."""
+    from retail_platform.warehouse.dbt_runner import ensure_manifest
+
+    try:
+        return load_index(ensure_manifest(settings))
+    except Exception as exc:  # a watch without lineage still protects the pipeline
+        log.warning("no dbt lineage (%s): dropped or narrowed columns are treated as used", exc)
+        return None
+
+
+def evaluate_drift(contract: Contract, live: LiveSchema, lineage: dict | None) -> list[Change]:
+    return diff_schemas(
+        shapes_from_contract(contract), shapes_from_live(live), contract=contract, lineage=lineage
+    )
+
+
+def protect(state: PlatformState, contract: Contract, drift: list[Change]) -> tuple[dict, list[str]]:
+    """Pause tables with breaking drift; resume paused tables that have none left."""
+    from retail_platform.extract.runner import table_fingerprint
+
+    breaking = breaking_tables(drift)
+    paused_now = {}
+    current = state.pauses()
+    for table, changes in breaking.items():
+        if table not in contract.tables or table in current:
+            continue
+        reason = "; ".join(f"{c.describe()} ({c.reason})" for c in changes)
+        paused_now[table] = state.pause(
+            table,
+            reason,
+            changes=[c.to_dict() for c in changes],
+            by="schema-watch",
+            contract_fingerprint=table_fingerprint(contract, table),
+        )
+    resumed = []
+    for table in current:
+        if table not in breaking:
+            state.unpause(table)
+            resumed.append(table)
+    return paused_now, sorted(resumed)
+
+
+def run_watch(
+    settings: Settings | None = None, *, run_url: str | None = None, now: datetime | None = None
+) -> dict:
+    settings = settings or Settings.from_env()
+    now = now or datetime.now(UTC)
+    contract = load_contract(settings.contract_path)
+    from retail_platform.extract.runner import state_for
+
+    state = state_for(settings, contract.source.name)
+    reader = source_connection("reader", settings)
+    channel = contract.source.downstream_channel
+    started = time.perf_counter()
+    try:
+        conn = connect(reader, connect_timeout=10)
+        try:
+            live = read_live_schema(reader, conn)
+            query_s = time.perf_counter() - started
+            lag = health.replication_lag_seconds(conn)
+        finally:
+            conn.close()
+    except Exception as exc:
+        import MySQLdb
+
+        if not isinstance(exc, MySQLdb.OperationalError):
+            raise
+        health.report_outage(
+            state,
+            f"{type(exc).__name__}: {exc}",
+            channel=channel,
+            details={"run_url": run_url},
+            settings=settings,
+        )
+        raise SourceUnavailable(f"the replica {reader.describe()} did not answer: {exc}") from exc
+    max_lag = float(os.environ.get("RETAIL_MAX_REPLICATION_LAG_S", "300"))
+    if lag is not None and lag > max_lag:
+        health.report_outage(
+            state,
+            f"replication lag {lag:.0f} s is above {max_lag:.0f} s",
+            channel=channel,
+            details={"run_url": run_url, "lag_s": lag},
+            settings=settings,
+        )
+    else:
+        health.report_healthy(state, channel=channel, details={"run_url": run_url}, settings=settings)
+
+    last_doc = state.get("schema", "latest.json")
+    snapshot = live.to_dict()
+    if last_doc is None or last_doc.get("tables") != snapshot["tables"]:
+        state.put(snapshot, "schema", "history", f"{now:%Y%m%dT%H%M%SZ}.json")
+    state.put(snapshot | {"checked_at": now.isoformat()}, "schema", "latest.json")
+
+    lineage = lineage_for(settings)
+    drift = evaluate_drift(contract, live, lineage)
+    # Changes since the last schema seen that the contract does not capture (defaults, optional
+    # columns appearing or going): announced once, never a reason to pause.
+    since_last = []
+    if last_doc is not None:
+        previous = LiveSchema.from_dict(last_doc)
+        in_drift = {(c.table, c.column) for c in drift}
+        since_last = [
+            c
+            for c in diff_schemas(
+                shapes_from_live(previous),
+                shapes_from_live(live),
+                contract=contract,
+                lineage=lineage,
+                compare_defaults=True,
+            )
+            if (c.table, c.column) not in in_drift
+        ]
+        for change in since_last:
+            change.severity = "additive"
+    paused, resumed = protect(state, contract, drift)
+
+    announced = state.get(*ANNOUNCEMENTS) or {}
+    reminder = timedelta(hours=float(os.environ.get("RETAIL_SCHEMA_REMINDER_HOURS", "24")))
+    to_announce, to_remind = [], []
+    for change in drift + since_last:
+        record = announced.get(change.key)
+        if record is None:
+            to_announce.append(change)
+        elif (
+            change.severity == BREAKING and now - datetime.fromisoformat(record["last_notified"]) >= reminder
+        ):
+            to_remind.append(change)
+    resolved = sorted(set(announced) - {c.key for c in drift + since_last})
+    pauses = state.pauses()
+    return {
+        "source": contract.source.name,
+        "replica": reader.describe(),
+        "seen_at": now.isoformat(timespec="seconds"),
+        "query_s": round(query_s, 4),
+        "tables": len(live.tables),
+        "replication_lag_s": lag,
+        "drift": [c.to_dict() for c in drift],
+        "announce": [c.to_dict() for c in to_announce],
+        "remind": [c.to_dict() for c in to_remind],
+        "resolved": resolved,
+        "paused": {t: pauses[t]["reason"] for t in paused},
+        "still_paused": sorted(pauses),
+        "resumed": resumed,
+        "run_url": run_url,
+    }
+
+
+def record_announced(settings: Settings, report: dict, sent_keys: list[str]) -> None:
+    """After delivery: remember what was said (and forget what got resolved)."""
+    from retail_platform.extract.runner import state_for
+
+    state = state_for(settings, report["source"])
+    announced = state.get(*ANNOUNCEMENTS) or {}
+    for key in report["resolved"]:
+        announced.pop(key, None)
+    by_key = {c["key"]: c for c in report["announce"] + report["remind"]}
+    for key in sent_keys:
+        record = announced.get(key) or {"first_announced": utcnow_iso(), "change": by_key[key]}
+        record["last_notified"] = report["seen_at"]
+        announced[key] = record
+    state.put(announced, *ANNOUNCEMENTS)
