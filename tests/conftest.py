@@ -6,6 +6,7 @@ with their own private MariaDB instance, lake and warehouse.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -38,6 +39,8 @@ for _name in list(os.environ):
     ):
         del os.environ[_name]
 (TEST_STATE / "airflow").mkdir(parents=True, exist_ok=True)
+# py4j (PySpark's gateway) logs at INFO from __del__ at interpreter exit, after pytest closed its streams.
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")
