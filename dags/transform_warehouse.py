@@ -36,6 +36,7 @@ SETTINGS = Settings.from_env()
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
+    max_active_tasks=8,  # watcher mode: the reporting tasks run side by side, within a small machine
     default_args=platform_default_args("data-platform", retries=2, execution_timeout=timedelta(minutes=30)),
     tags=["transform", "dbt", "warehouse"],
     doc_md=__doc__,

@@ -68,8 +68,9 @@ def test_extract_dag_commits_every_table_and_publishes_the_asset(seeded, dagbag,
         assert events[0].extra["committed"]["orderdetails"]["rows"] == 2996
 
 
-def test_a_breaking_change_pauses_that_table_only_and_the_run_still_publishes(seeded, sql, admin, tmp_path,
-                                                                              monkeypatch):
+def test_a_breaking_change_pauses_that_table_only_and_the_run_still_publishes(
+    seeded, sql, admin, tmp_path, monkeypatch
+):
     """payments.amount narrowed (tested downstream): the plan pauses payments, the rest is extracted."""
     monkeypatch.setenv("RETAIL_LAKE_URI", str(tmp_path / "lake"))
     sql.execute(admin, "ALTER TABLE payments MODIFY COLUMN amount DECIMAL(9,2) NOT NULL")

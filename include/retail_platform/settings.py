@@ -41,6 +41,12 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
         "S3 bucket where the Glue script and package are uploaded",
     ),
     ("DBT_TARGET", "local", "dbt target: local (DuckDB) or prod (Redshift)"),
+    (
+        "RETAIL_DBT_EXECUTION_MODE",
+        "local",
+        "cosmos: local (one dbt run per model task; for `airflow dags test`) or watcher (one dbt build, "
+        "tasks report each model; for a scheduler with a triggerer)",
+    ),
     ("RETAIL_DUCKDB_PATH", "<state>/warehouse/retail.duckdb", "the local warehouse file"),
     (
         "AIRFLOW_CONN_SLACK_ALERTS",
@@ -69,6 +75,7 @@ class Settings:
     glue_iam_role: str
     glue_scripts_bucket: str | None
     dbt_target: str
+    dbt_execution_mode: str
     duckdb_path: Path
     alerts_file: Path
 
@@ -95,6 +102,9 @@ class Settings:
         target = env.get("DBT_TARGET", "local")
         if target not in ("local", "prod"):
             raise ValueError(f"DBT_TARGET must be 'local' or 'prod', got {target!r}")
+        dbt_mode = env.get("RETAIL_DBT_EXECUTION_MODE", "local")
+        if dbt_mode not in ("local", "watcher"):
+            raise ValueError(f"RETAIL_DBT_EXECUTION_MODE must be 'local' or 'watcher', got {dbt_mode!r}")
         return cls(
             project_dir=project_dir,
             state_dir=state_dir,
@@ -114,6 +124,7 @@ class Settings:
             glue_iam_role=env.get("RETAIL_GLUE_IAM_ROLE", "retail-glue-extract"),
             glue_scripts_bucket=env.get("RETAIL_GLUE_SCRIPTS_BUCKET") or None,
             dbt_target=target,
+            dbt_execution_mode=dbt_mode,
             duckdb_path=Path(env.get("RETAIL_DUCKDB_PATH") or state_dir / "warehouse" / "retail.duckdb"),
             alerts_file=Path(env.get("RETAIL_ALERTS_FILE") or state_dir / "alerts" / "alerts.jsonl"),
         )

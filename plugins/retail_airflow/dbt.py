@@ -1,7 +1,12 @@
 """The dbt build as Airflow tasks (astronomer-cosmos): one task per model and one per model's tests.
 
-Rendered from the precompiled manifest (no dbt command at DAG-parse time), run in-process with
-dbtRunner, in a one-slot pool because DuckDB takes one writer at a time.
+Rendered from the precompiled manifest (no dbt command at DAG-parse time), dbt in-process
+(dbtRunner). DuckDB takes one writer at a time: whatever runs dbt is in the one-slot `warehouse`
+pool. The execution mode is a setting (RETAIL_DBT_EXECUTION_MODE), measured in the README:
+
+* local: each model's task (and each tests task) runs dbt for its node; works under
+  `airflow dags test`;
+* watcher: one task runs `dbt build`, the per-node tasks report what it did; needs a scheduler.
 """
 
 from __future__ import annotations
@@ -38,9 +43,10 @@ def dbt_build_group(
     manifest = manifest_path(settings)
     if not manifest.exists():
         raise ManifestMissing(
-            f"{manifest} is missing: precompile it with `./platform retail warehouse prepare` (dbt parse)"
+            f"{manifest} is missing: precompile it with `./platform retail warehouse prepare` (dbt compile)"
         )
     project_dir = settings.dbt_project_dir
+    watcher = settings.dbt_execution_mode == "watcher"
     return DbtTaskGroup(
         group_id=group_id,
         project_config=ProjectConfig(
@@ -52,9 +58,11 @@ def dbt_build_group(
             profiles_yml_filepath=project_dir / "profiles.yml",
         ),
         execution_config=ExecutionConfig(
-            execution_mode=ExecutionMode.LOCAL,
+            execution_mode=ExecutionMode.WATCHER if watcher else ExecutionMode.LOCAL,
             invocation_mode=InvocationMode.DBT_RUNNER,
             dbt_project_path=project_dir,
+            # Watcher: only the task that runs `dbt build` writes DuckDB, so it alone takes the pool.
+            setup_operator_args={"pool": WAREHOUSE_POOL} if watcher else None,
         ),
         render_config=RenderConfig(
             load_method=LoadMode.DBT_MANIFEST,
@@ -66,5 +74,5 @@ def dbt_build_group(
             exclude=exclude or [],
             emit_datasets=False,  # the DAG publishes its own Assets once the whole build passed
         ),
-        operator_args={"install_deps": False, "pool": WAREHOUSE_POOL},
+        operator_args={"install_deps": False} if watcher else {"install_deps": False, "pool": WAREHOUSE_POOL},
     )

@@ -51,6 +51,10 @@ def run_dbt(args: list[str], settings: Settings | None = None):
     settings = settings or Settings.from_env()
     project = str(settings.dbt_project_dir)
     full = [*args, "--project-dir", project, "--profiles-dir", project]
+    if not {"compile", "parse", "docs"} & set(args):
+        # Other commands write a manifest without compiled SQL: keep them away from the compiled
+        # one that cosmos renders from and the schema watch reads lineage from.
+        full += ["--target-path", str(settings.dbt_project_dir / "target" / "runs")]
     with _environment(dbt_env(settings)):
         result = dbtRunner().invoke(full)
     if not result.success:
@@ -60,10 +64,11 @@ def run_dbt(args: list[str], settings: Settings | None = None):
 
 
 def _failures(results) -> str:
-    try:
-        failed = [f"{r.node.name}: {r.status}" for r in results if str(r.status) in ("error", "fail")]
-    except TypeError:
-        return "see the dbt log"
+    failed = []
+    for r in getattr(results, "results", None) or []:
+        node = getattr(r, "node", None)
+        if str(getattr(r, "status", "")) in ("error", "fail", "runtime error"):
+            failed.append(f"{getattr(node, 'name', 'operation')}: {getattr(r, 'message', None) or r.status}")
     return "; ".join(failed) or "see the dbt log"
 
 

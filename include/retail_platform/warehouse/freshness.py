@@ -26,7 +26,16 @@ def check_freshness(settings: Settings | None = None) -> dict:
     project = str(settings.dbt_project_dir)
     with _environment(dbt_env(settings)):
         outcome = dbtRunner().invoke(
-            ["source", "freshness", "--project-dir", project, "--profiles-dir", project]
+            [
+                "source",
+                "freshness",
+                "--project-dir",
+                project,
+                "--profiles-dir",
+                project,
+                "--target-path",
+                str(settings.dbt_project_dir / "target" / "runs"),
+            ]
         )
     if outcome.exception is not None or outcome.result is None:
         raise FreshnessCheckFailed(f"dbt source freshness could not run: {outcome.exception}")
