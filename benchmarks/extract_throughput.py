@@ -70,7 +70,7 @@ if method == "platform":
     got = manifest["row_count"]
 elif method == "connectorx":
     import connectorx as cx, pyarrow.parquet as pq
-    table = cx.read_sql(reader.connectorx_url(), query, return_type="arrow")
+    table = cx.read_sql(reader.url(), query, return_type="arrow")
     pq.write_table(table, out + "/data.parquet", compression="zstd", compression_level=1)
     got = table.num_rows
 elif method == "pandas":
@@ -200,7 +200,7 @@ def main() -> int:
             runs = [
                 run_client_floor(rows, admin)
                 if method == "mariadb client"
-                else run_child(method, rows, reader.airflow_uri())
+                else run_child(method, rows, reader.url())
                 for _ in range(1 if method == "pandas" else args.repeat)
             ]
             runs.sort(key=lambda r: r["seconds"])

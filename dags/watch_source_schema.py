@@ -21,7 +21,6 @@ with one light read of `information_schema` (tables, columns, types, nullability
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import CronTriggerTimetable, dag, task
@@ -30,12 +29,11 @@ from retail_airflow.dag_defaults import platform_default_args
 from retail_platform.settings import Settings
 
 SETTINGS = Settings.from_env()
-SCHEDULE = os.environ.get("RETAIL_SCHEMA_WATCH_SCHEDULE", "*/10 * * * *")
 
 
 @dag(
     dag_id="watch_source_schema",
-    schedule=CronTriggerTimetable(SCHEDULE, timezone="UTC"),
+    schedule=CronTriggerTimetable(SETTINGS.schema_watch_schedule, timezone="UTC"),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
@@ -57,10 +55,8 @@ def watch_source_schema():
     @task
     def notify_owners(report: dict) -> dict:
         from retail_platform.schema_watch.notify import notify_changes
-        from retail_platform.schema_watch.watch import record_announced
 
-        sent = notify_changes(report, SETTINGS)
-        record_announced(SETTINGS, report, sent)  # only after delivery: a failed send is retried
+        sent = notify_changes(report, SETTINGS)  # records each table's message once delivered
         return {"announced": len(sent), "paused": sorted(report["paused"]), "resumed": report["resumed"]}
 
     notify_owners(check_schema())

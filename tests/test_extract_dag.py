@@ -103,7 +103,7 @@ def test_both_engines_write_the_same_rows_for_every_table(seeded, reader, tmp_pa
     )
     local = RawLake(LakeStorage.from_uri(str(tmp_path / "local")))
     spark = RawLake(LakeStorage.from_uri(str(tmp_path / "spark")))
-    os.environ["GLUE_TEST_SOURCE"] = reader.airflow_uri()
+    os.environ["GLUE_TEST_SOURCE"] = reader.url()
     for plan in plans:
         extract_batch(plan, reader=reader, lake=local)
         glue_job.main(
@@ -138,7 +138,8 @@ def test_glue_operator_wiring_against_moto(seeded, moto_server, s3_bucket, monke
     """The DAG with the glue engine: artifacts staged, one Glue job run per table with its plan.
 
     moto records the job and its runs but executes no Spark, so the DAG must then refuse to
-    publish: a Glue run that reports success without a committed batch is an error."""
+    publish: a Glue run that reports success without a committed batch counts as failed, and
+    critical tables among them withhold the Asset event."""
     import boto3
 
     boto3.client("iam", endpoint_url=moto_server).create_role(
@@ -180,7 +181,8 @@ def test_glue_operator_wiring_against_moto(seeded, moto_server, s3_bucket, monke
     assert "retail_platform/extract/glue_job.py" in names and "retail_platform/lake/batches.py" in names
     assert all(r["Arguments"]["--lake-uri"] == f"s3://{s3_bucket}/lake" for r in runs)
     assert all(s == "success" for (t, _), s in states.items() if t == "extract_table")
-    assert states[("collect_glue_results", -1)] == "failed"
+    assert states[("collect_glue_results", -1)] == "success"
+    assert states[("publish", -1)] == "failed", "critical tables without a committed batch"
     assert run.state == "failed"
 
 

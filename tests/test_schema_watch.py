@@ -57,6 +57,8 @@ CASES = [
     ("ALTER TABLE orders MODIFY COLUMN comments VARCHAR(200) NULL", "type_narrowed", "comments", ADDITIVE),
     ("ALTER TABLE payments MODIFY COLUMN amount VARCHAR(20) NOT NULL", "type_changed", "amount", BREAKING),
     ("ALTER TABLE customers MODIFY COLUMN city VARCHAR(50) NULL", "nullability_relaxed", "city", ADDITIVE),
+    # An incremental cursor must stay a time: an integer is orderable but not a timestamp.
+    ("ALTER TABLE orders MODIFY COLUMN updated_at BIGINT NOT NULL", "cursor_lost", "updated_at", BREAKING),
     (
         "ALTER TABLE orders DROP PRIMARY KEY, ADD PRIMARY KEY (orderNumber, customerNumber)",
         "primary_key_changed",
@@ -85,6 +87,11 @@ def test_real_ddl_is_detected_and_classified(sql, reader, seed_scratch, lineage,
     sql.execute(db, "SET foreign_key_checks = 0", ddl)
     (change,) = evaluate_drift(CONTRACT, read_live_schema(reader.with_database(db.database)), lineage)
     assert (change.kind, change.column, change.severity) == (kind, column, severity), change.reason
+    if kind not in ("table_added", "column_added"):
+        # Every change to something that exists says what downstream reads it.
+        assert change.impact and change.impact["known"], kind
+    if kind in ("nullability_relaxed", "primary_key_changed"):
+        assert change.impact["downstream_models"], f"{kind}: the staging model reads {column or 'the key'}"
 
 
 def test_cursor_loss_is_breaking_unless_the_cursor_is_optional(sql, reader, seed_scratch, lineage):
@@ -199,10 +206,9 @@ def watched_source(mariadb, sql, admin, tmp_path, monkeypatch, dbt_manifest):
 
 def _watch_and_notify(settings, now=None):
     from retail_platform.schema_watch.notify import notify_changes
-    from retail_platform.schema_watch.watch import record_announced
 
     report = run_watch(settings, run_url="http://airflow.example/dags/watch_source_schema/runs/r1", now=now)
-    record_announced(settings, report, notify_changes(report, settings))
+    notify_changes(report, settings)
     return report
 
 
@@ -298,6 +304,10 @@ def test_pause_and_accept_end_to_end_with_the_extraction_dag(
     }
     assert states["products"] == "success"
     assert state_for(settings).pauses() == {}
+    # The extraction resumed the table before the watch ran again: it tells the owners itself.
+    (resumed,) = [a for a in read_alerts(settings) if a["kind"] == "schema_resumed"]
+    assert resumed["title"] == "Extraction of classicmodels.products resumed"
+    assert resumed["channel"] == "#catalog-eng"
     (batch,) = lake.committed_batches("products")
     assert "MSRP" not in [c["name"] for c in batch["columns"]]
 
@@ -335,3 +345,117 @@ def test_watch_dag_detects_a_change_on_its_next_run(watched_source, sql, airflow
     assert second.state == "success"
     (alert,) = read_alerts(Settings.from_env())
     assert alert["title"] == "Additive schema change on classicmodels.orders"
+
+
+def test_replication_lag_is_announced_once_and_its_end_too(tmp_path, monkeypatch, dbt_manifest):
+    """A real MariaDB replica of a real primary; delayed replication makes the lag real."""
+    import time
+
+    from retail_platform.alerts import read_alerts
+    from retail_platform.extract.runner import plan_run
+    from retail_platform.generator.build import generate
+    from retail_platform.generator.load import load_source
+    from retail_platform.generator.presets import get_preset
+    from retail_platform.source.local_mariadb import LocalMariaDB
+
+    primary = LocalMariaDB(
+        tmp_path / "primary", server_options=("--log-bin=primary-bin", "--server-id=1", "--binlog-format=ROW")
+    ).ensure_running()
+    replica = LocalMariaDB(tmp_path / "replica", server_options=("--server-id=2",)).ensure_running()
+
+    def on(instance, *statements):
+        conn = instance.root_connect()
+        try:
+            with conn.cursor() as cur:
+                for statement in statements:
+                    cur.execute(statement)
+                rows = cur.fetchall() if cur.description else ()
+                names = [d[0] for d in cur.description] if cur.description else []
+            conn.commit()
+            return [dict(zip(names, row, strict=True)) for row in rows]
+        finally:
+            conn.close()
+
+    def caught_up():
+        for _ in range(200):
+            status = on(replica, "SHOW SLAVE STATUS")[0]
+            if (
+                status["Seconds_Behind_Master"] == 0
+                and status["Read_Master_Log_Pos"] == status["Exec_Master_Log_Pos"]
+            ):
+                return
+            time.sleep(0.1)
+        pytest.fail(f"the replica did not catch up: {status}")
+
+    try:
+        (position,) = on(
+            primary,
+            "CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY 'replpw'",
+            "GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1'",
+            "SHOW MASTER STATUS",
+        )
+        on(
+            replica,
+            f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={primary.port}, MASTER_USER='repl', "
+            f"MASTER_PASSWORD='replpw', MASTER_LOG_FILE='{position['File']}', "
+            f"MASTER_LOG_POS={position['Position']}",
+            "START SLAVE",
+        )
+        load_source(generate(get_preset("classic"), seed=3), primary.connection("admin"), replace=True)
+        caught_up()
+        monkeypatch.setenv("AIRFLOW_CONN_CLASSICMODELS_REPLICA", replica.connection("reader").url())
+        monkeypatch.setenv("RETAIL_LAKE_URI", str(tmp_path / "lake"))
+        monkeypatch.setenv("RETAIL_ALERTS_FILE", str(tmp_path / "alerts.jsonl"))
+        monkeypatch.setenv("RETAIL_MAX_REPLICATION_LAG_S", "2")
+        settings = Settings.from_env()
+        report = run_watch(settings)
+        assert report["replication_lag_s"] == 0 and report["drift"] == []
+
+        # The replica now applies the primary's changes an hour late: the lag grows for real.
+        on(replica, "STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY=3600", "START SLAVE")
+        conn = primary.root_connect()
+        with conn.cursor() as cur:
+            cur.execute("UPDATE classicmodels.customers SET creditLimit = creditLimit + 1 LIMIT 1")
+        conn.commit()
+        conn.close()
+        time.sleep(4)
+        for _ in range(2):
+            report = run_watch(settings)
+            assert report["replication_lag_s"] >= 3
+        # The extraction's plan applies the same rule: it must not announce a recovery.
+        now = datetime.now(UTC)
+        assert len(plan_run(settings, now - timedelta(hours=1), now)) == len(CONTRACT.tables)
+        assert [a["kind"] for a in read_alerts(settings)] == ["source_outage"]
+        on(replica, "STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY=0", "START SLAVE")
+        caught_up()
+        run_watch(settings)
+        run_watch(settings)
+        alerts = read_alerts(settings)
+        assert [a["kind"] for a in alerts] == ["source_outage", "source_recovered"]
+        assert "replication lag" in alerts[0]["text"] and "above 2 s" in alerts[0]["text"]
+
+        # Replication stopped: the replica answers but serves data that no longer moves.
+        on(replica, "STOP SLAVE")
+        report = run_watch(settings)
+        assert report["replication_lag_s"] is None
+        assert report["replica_problem"].startswith("replication is stopped on the replica (IO thread No")
+        alerts = read_alerts(settings)
+        assert [a["kind"] for a in alerts] == ["source_outage", "source_recovered", "source_outage"]
+        assert "replication is stopped" in alerts[-1]["text"]
+        on(replica, "START SLAVE")
+        caught_up()
+        plan_run(settings, now - timedelta(hours=1), now)
+        assert read_alerts(settings)[-1]["kind"] == "source_recovered"
+    finally:
+        replica.stop()
+        primary.stop()
+
+
+def test_alert_text_never_carries_urls_or_credentials():
+    from retail_platform.alerts import scrub
+
+    text = scrub(
+        "connect mysql://retail_reader:s3cr3t@10.0.0.5:3306/classicmodels failed; "
+        "webhook https://hooks.slack.com/services/T0/B0/secret answered 500"
+    )
+    assert "s3cr3t" not in text and "hooks.slack.com" not in text and text.count("<url redacted>") == 2

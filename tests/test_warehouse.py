@@ -26,7 +26,7 @@ from retail_platform.lake.batches import RawLake
 from retail_platform.lake.storage import LakeStorage
 from retail_platform.settings import Settings
 from retail_platform.source.introspect import read_live_schema
-from retail_platform.warehouse.dbt_runner import run_dbt
+from retail_platform.warehouse.dbt_runner import DbtCommandFailed, run_dbt
 from retail_platform.warehouse.dbt_sources import render_sources, sources_in_step
 from retail_platform.warehouse.export import TRAINING_COLUMNS, export_training_table, read_latest_export
 
@@ -37,10 +37,11 @@ DBT = str(Path(sys.executable).parent / "dbt")
 
 def build_warehouse(tmp: Path, reader, monkeypatch) -> Settings:
     """Extract the source into a fresh lake and build every dbt model and test on it."""
-    monkeypatch.setenv("RETAIL_LAKE_URI", str(tmp / "lake"))
+    lake_dir = tmp / "the shop's lake"  # a quote and a space: paths reach SQL as escaped literals
+    monkeypatch.setenv("RETAIL_LAKE_URI", str(lake_dir))
     monkeypatch.setenv("RETAIL_DUCKDB_PATH", str(tmp / "warehouse.duckdb"))
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    lake = RawLake(LakeStorage.from_uri(str(tmp / "lake")))
+    lake = RawLake(LakeStorage.from_uri(str(lake_dir)))
     for plan in plan_extraction(
         CONTRACT, read_live_schema(reader), interval_start=end - timedelta(hours=1), interval_end=end
     ):
@@ -110,6 +111,21 @@ def test_marts_and_training_table_on_the_modern_schema(sql, reader, modern_wareh
     assert ranks == list(range(1, len(ranks) + 1)) and ranks
     totals = query(settings, "select sum(order_total) from analytics.fct_orders")[1][0][0]
     assert totals == sql.query(source, "SELECT SUM(quantityOrdered * priceEach) FROM orderdetails")[0][0]
+
+
+def test_data_tests_catch_an_order_mart_that_disagrees_with_staging(modern_warehouse):
+    settings, _ = modern_warehouse
+    with duckdb.connect(str(settings.duckdb_path)) as conn:
+        conn.execute(
+            "update analytics.fct_orders set order_total = order_total - 1 "
+            "where order_number = (select min(order_number) from analytics.fct_orders)"
+        )
+    try:
+        with pytest.raises(DbtCommandFailed, match=r"assert_order_totals_equal_sum_of_lines: Got 1 result"):
+            run_dbt(["test", "--select", "assert_order_totals_equal_sum_of_lines"], settings)
+    finally:
+        run_dbt(["run", "--select", "fct_orders"], settings)
+    run_dbt(["test", "--select", "assert_order_totals_equal_sum_of_lines"], settings)
 
 
 def test_the_unmodified_schema_degrades_to_a_daily_grain(reader, seed_scratch, tmp_path, monkeypatch):
@@ -193,7 +209,7 @@ def test_models_compile_to_redshift_sql(tmp_path):
     models = [
         p for p in compiled if "/models/" in str(p) and "_test" not in p.name and p.parent.name != "unit_test"
     ]
-    assert len([p for p in models if p.stem.startswith(("stg_", "int_", "fct_", "dim_", "ratings_"))]) == 21
+    assert len([p for p in models if p.stem.startswith(("stg_", "int_", "fct_", "dim_", "ratings_"))]) == 22
     # Functions sqlglot's Redshift dialect does not know would be DuckDB-only: none may remain.
     allowed_anonymous = {"datediff", "dateadd", "md5"}
     for path in compiled:
@@ -206,6 +222,9 @@ def test_models_compile_to_redshift_sql(tmp_path):
                 continue  # external DDL (CREATE EXTERNAL SCHEMA) has no sqlglot grammar
             unknown = {f.name.lower() for f in statement.find_all(exp.Anonymous)} - allowed_anonymous
             assert not unknown, f"{path.name}: functions Redshift may not have: {unknown}"
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    staging = [n for n in manifest["nodes"].values() if n["name"].startswith("stg_")]
+    assert staging and all(n["config"].get("bind") is False for n in staging), "late-binding views"
     spectrum = (tmp_path / "compiled" / "retail" / "analyses" / "redshift_spectrum_sources.sql").read_text()
     assert spectrum.count("create external table lake_raw.") == len(CONTRACT.tables)
     assert "location 's3://retail-lake/lake/raw/classicmodels/orders/_committed.manifest'" in spectrum

@@ -1,16 +1,23 @@
--- An order's total is the sum of its lines (no fan-out or loss in the order marts).
-with line_totals as (
+-- An order's total equals the sum of its lines as staged from the source (no fan-out or loss
+-- between staging and the order marts): every staged line of a staged order counts, none twice.
+-- Lines whose order is not staged yet (written between two tables' reads) wait for the next run.
+with staged_totals as (
     select
-        order_number,
-        sum(line_revenue) as lines_total
-    from {{ ref('fct_order_lines') }}
-    group by order_number
+        lines.order_number,
+        sum(lines.quantity_ordered * lines.price_each) as lines_total
+    from {{ ref('stg_classicmodels__orderdetails') }} as lines
+    inner join {{ ref('stg_classicmodels__orders') }} as orders
+        on lines.order_number = orders.order_number
+    group by lines.order_number
 )
 
 select
-    orders.order_number,
+    coalesce(orders.order_number, staged_totals.order_number) as order_number,
     orders.order_total,
-    line_totals.lines_total
+    staged_totals.lines_total
 from {{ ref('fct_orders') }} as orders
-left join line_totals on orders.order_number = line_totals.order_number
-where line_totals.lines_total is null or orders.order_total <> line_totals.lines_total
+full outer join staged_totals on orders.order_number = staged_totals.order_number
+where
+    orders.order_number is null
+    or staged_totals.order_number is null
+    or orders.order_total <> staged_totals.lines_total

@@ -32,30 +32,37 @@
     {{ return(lake.rstrip('/') ~ '/raw/' ~ var('lake_source') ~ '/' ~ table) }}
 {% endmacro %}
 
+{#- A SQL string literal: a lake path may hold a quote. -#}
+{% macro sql_literal(value) %}
+    {{ return("'" ~ (value | replace("'", "''")) ~ "'") }}
+{% endmacro %}
+
 {% macro duckdb__register_lake_sources() %}
     {%- set sources = lake_sources() -%}
-    {% do run_query('create schema if not exists ' ~ sources[0].schema) %}
+    {% do run_query('create schema if not exists ' ~ adapter.quote(sources[0].schema)) %}
     {%- for src in sources -%}
         {%- set index = lake_table_uri(src.name) ~ '/_committed.manifest' -%}
         {%- set files = [] -%}
-        {%- set listed = run_query("select count(*) from glob('" ~ index ~ "')") -%}
+        {%- set listed = run_query('select count(*) from glob(' ~ sql_literal(index) ~ ')') -%}
         {%- if listed.columns[0].values()[0] > 0 -%}
-            {%- set entries = run_query("select unnest(entries).url from read_json('" ~ index ~ "')") -%}
+            {%- set entries = run_query('select unnest(entries).url from read_json(' ~ sql_literal(index) ~ ')') -%}
             {%- for url in entries.columns[0].values() -%}{%- do files.append(url) -%}{%- endfor -%}
         {%- endif -%}
         {%- set present = [] -%}
         {%- if files -%}
-            {%- set scan = "read_parquet(['" ~ files | join("', '") ~ "'], union_by_name = true)" -%}
+            {%- set literals = [] -%}
+            {%- for url in files -%}{%- do literals.append(sql_literal(url)) -%}{%- endfor -%}
+            {%- set scan = 'read_parquet([' ~ literals | join(', ') ~ '], union_by_name = true)' -%}
             {%- set described = run_query('describe select * from ' ~ scan) -%}
             {%- for name in described.columns[0].values() -%}{%- do present.append(name | lower) -%}{%- endfor -%}
         {%- endif -%}
         {%- set columns = [] -%}
         {%- for column in src.columns.values() -%}
             {%- if column.name | lower in present -%}
-                {%- do columns.append(column.name) -%}
+                {%- do columns.append(adapter.quote(column.name)) -%}
             {%- else -%}
                 {#- An optional column the replica does not have (yet): typed NULLs keep staging working. -#}
-                {%- do columns.append('cast(null as ' ~ column.data_type ~ ') as ' ~ column.name) -%}
+                {%- do columns.append('cast(null as ' ~ column.data_type ~ ') as ' ~ adapter.quote(column.name)) -%}
             {%- endif -%}
         {%- endfor -%}
         {%- if files -%}
@@ -64,7 +71,8 @@
             {%- set body = 'select ' ~ columns | join(', ')
                 ~ ', cast(null as timestamptz) as _extracted_at, cast(null as varchar) as _batch_id where false' -%}
         {%- endif -%}
-        {% do run_query('create or replace view ' ~ src.schema ~ '.' ~ src.identifier ~ ' as ' ~ body) %}
+        {%- set view = adapter.quote(src.schema) ~ '.' ~ adapter.quote(src.identifier) -%}
+        {% do run_query('create or replace view ' ~ view ~ ' as ' ~ body) %}
         {{ log('lake source ' ~ src.name ~ ': ' ~ files | length ~ ' committed files', info=true) }}
     {%- endfor -%}
 {% endmacro %}
@@ -80,8 +88,8 @@
     {%- set sources = lake_sources() -%}
     {%- set statements = [
         "create external schema if not exists " ~ sources[0].schema
-        ~ " from data catalog database '" ~ env_var('REDSHIFT_SPECTRUM_DATABASE', 'retail_lake') ~ "'"
-        ~ " iam_role '" ~ env_var('REDSHIFT_SPECTRUM_ROLE_ARN', 'arn:aws:iam::000000000000:role/spectrum') ~ "'"
+        ~ " from data catalog database " ~ sql_literal(env_var('REDSHIFT_SPECTRUM_DATABASE', 'retail_lake'))
+        ~ " iam_role " ~ sql_literal(env_var('REDSHIFT_SPECTRUM_ROLE_ARN', 'arn:aws:iam::000000000000:role/spectrum'))
         ~ " create external database if not exists"
     ] -%}
     {%- for src in sources -%}
@@ -93,7 +101,7 @@
         {%- do statements.append(
             'create external table ' ~ src.schema ~ '.' ~ src.identifier
             ~ ' (' ~ columns | join(', ') ~ ', _extracted_at timestamp, _batch_id varchar(64))'
-            ~ " stored as parquet location '" ~ lake_table_uri(src.name) ~ "/_committed.manifest'") -%}
+            ~ " stored as parquet location " ~ sql_literal(lake_table_uri(src.name) ~ '/_committed.manifest')) -%}
     {%- endfor -%}
     {{ return(statements) }}
 {% endmacro %}

@@ -19,7 +19,8 @@ from retail_platform.settings import Settings, conn_env_var
 
 log = logging.getLogger(__name__)
 SLACK_CONN_ID = "slack_alerts"
-_URL = re.compile(r"https?://\S+")
+# Web addresses (a webhook URL is a secret) and credentials in connection URLs (scheme://user:pass@).
+_URL = re.compile(r"https?://\S+|\b[a-z][a-z0-9+.-]*://[^/\s:@]*:[^@\s]*@\S*", re.IGNORECASE)
 
 
 class AlertDeliveryError(RuntimeError):

@@ -54,7 +54,7 @@ def _cmd_source(args) -> int:
         instance.ensure_running()
         # For a shell: export the connections Airflow and dbt read. Contains passwords.
         for role, conn_id in (("reader", settings.source_conn_id), ("admin", settings.admin_conn_id)):
-            print(f"export {conn_env_var(conn_id)}='{instance.connection(role).airflow_uri()}'")
+            print(f"export {conn_env_var(conn_id)}='{instance.connection(role).url()}'")
     return 0
 
 
@@ -249,7 +249,9 @@ def _cmd_schema(args) -> int:
         return 2
     ddl = args.ddl or (Path(args.ddl_file).read_text() if args.ddl_file else None)
     proposed = load_contract(args.contract) if args.contract else None
-    report = impact_report(contract, lineage_for(settings), ddl=ddl, proposed=proposed)
+    report = impact_report(
+        contract, lineage_for(settings, compile_if_missing=True), ddl=ddl, proposed=proposed
+    )
     print(render(report, args.format))
     if args.post_to_slack:
         print(f"\nposted to {deliver(report_alert(report), settings)}", file=sys.stderr)

@@ -2,10 +2,11 @@
 
 1. the source: the configured replica, or the private MariaDB instance, seeded when empty;
 2. Airflow's metadata database and pools, dbt's precompiled manifest;
-3. `airflow dags test extract_replica`: the replica into the lake (atomic batches);
-4. `airflow dags test transform_warehouse`: dbt builds the marts and exports the training table
+3. `airflow dags test watch_source_schema`: the replica's schema against the contract;
+4. `airflow dags test extract_replica`: the replica into the lake (atomic batches);
+5. `airflow dags test transform_warehouse`: dbt builds the marts and exports the training table
    (scheduled on extraction's Asset in production; `dags test` does not chain DAGs, so it runs here);
-5. show the marts.
+6. show the lake and the marts.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ def run_pipeline(
     logical_date = datetime.now(UTC).replace(microsecond=0).isoformat()
     logs = settings.state_dir / "logs"
     for dag_id, what in (
+        ("watch_source_schema", "the replica's schema against the contract"),
         ("extract_replica", "the replica into the lake"),
         ("transform_warehouse", "dbt: staging, marts, training table export"),
     ):
@@ -140,9 +142,14 @@ def run_pipeline(
 def show_results(settings: Settings) -> None:
     import duckdb
 
-    from retail_platform.extract.runner import lake_for
+    from retail_platform.extract.runner import lake_for, state_for
     from retail_platform.warehouse.export import read_latest_export
 
+    state = state_for(settings)
+    checked = (state.get("schema", "latest.json") or {}).get("checked_at", "never")
+    paused = state.pauses()
+    status = ", ".join(f"{t} ({p['reason']})" for t, p in paused.items()) if paused else "no table paused"
+    print(f"  schema watch: last read {checked}; {status}")
     lake = lake_for(settings)
     for table in sorted(source_row_counts(settings)):
         batches = lake.committed_batches(table)

@@ -30,6 +30,21 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     ("RETAIL_S3_ENDPOINT_URL", "AWS", "S3 endpoint override (moto's server in tests)"),
     ("RETAIL_EXTRACT_ENGINE", "local", "local (in-process streaming extractor) or glue (AWS Glue job)"),
     ("RETAIL_EXTRACT_SCHEDULE", "0 * * * *", "cron of the extraction DAG's data intervals (down to */10)"),
+    (
+        "RETAIL_SCHEMA_WATCH_SCHEDULE",
+        "*/10 * * * *",
+        "cron of the schema watch: a change is reported within one interval",
+    ),
+    (
+        "RETAIL_SCHEMA_REMINDER_HOURS",
+        "24",
+        "a breaking change still unresolved is announced again after this many hours",
+    ),
+    (
+        "RETAIL_MAX_REPLICATION_LAG_S",
+        "300",
+        "replication lag above this (or replication stopped) counts as a source outage",
+    ),
     ("RETAIL_REPLICA_POOL_SLOTS", "2", "concurrent queries allowed on the replica (Airflow pool size)"),
     ("RETAIL_STATEMENT_TIMEOUT_S", "900", "per-statement timeout on the replica, seconds"),
     ("RETAIL_CONTRACT_PATH", "include/contracts/classicmodels.yml", "the source contract"),
@@ -39,6 +54,11 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
         "RETAIL_GLUE_SCRIPTS_BUCKET",
         "(lake bucket)",
         "S3 bucket where the Glue script and package are uploaded",
+    ),
+    (
+        "RETAIL_GLUE_SOURCE_SECRET_ID",
+        "retail/classicmodels-replica-reader",
+        "Secrets Manager secret the Glue job reads the replica's reader credentials from",
     ),
     ("DBT_TARGET", "local", "dbt target: local (DuckDB) or prod (Redshift)"),
     (
@@ -68,12 +88,16 @@ class Settings:
     s3_endpoint_url: str | None
     extract_engine: str
     extract_schedule: str
+    schema_watch_schedule: str
+    schema_reminder_hours: float
+    max_replication_lag_s: float
     replica_pool_slots: int
     statement_timeout_s: int
     contract_path: Path
     glue_job_name: str
     glue_iam_role: str
     glue_scripts_bucket: str | None
+    glue_source_secret_id: str
     dbt_target: str
     dbt_execution_mode: str
     duckdb_path: Path
@@ -115,6 +139,9 @@ class Settings:
             s3_endpoint_url=env.get("RETAIL_S3_ENDPOINT_URL") or None,
             extract_engine=engine,
             extract_schedule=env.get("RETAIL_EXTRACT_SCHEDULE", "0 * * * *"),
+            schema_watch_schedule=env.get("RETAIL_SCHEMA_WATCH_SCHEDULE") or "*/10 * * * *",
+            schema_reminder_hours=_float(env, "RETAIL_SCHEMA_REMINDER_HOURS", 24.0),
+            max_replication_lag_s=_float(env, "RETAIL_MAX_REPLICATION_LAG_S", 300.0),
             replica_pool_slots=_int(env, "RETAIL_REPLICA_POOL_SLOTS", 2),
             statement_timeout_s=_int(env, "RETAIL_STATEMENT_TIMEOUT_S", 900),
             contract_path=Path(
@@ -123,6 +150,8 @@ class Settings:
             glue_job_name=env.get("RETAIL_GLUE_JOB_NAME", "retail-extract-classicmodels"),
             glue_iam_role=env.get("RETAIL_GLUE_IAM_ROLE", "retail-glue-extract"),
             glue_scripts_bucket=env.get("RETAIL_GLUE_SCRIPTS_BUCKET") or None,
+            glue_source_secret_id=env.get("RETAIL_GLUE_SOURCE_SECRET_ID")
+            or "retail/classicmodels-replica-reader",
             dbt_target=target,
             dbt_execution_mode=dbt_mode,
             duckdb_path=Path(env.get("RETAIL_DUCKDB_PATH") or state_dir / "warehouse" / "retail.duckdb"),
@@ -138,6 +167,16 @@ def _int(env, name: str, default):
         return int(raw)
     except ValueError:
         raise ValueError(f"setting {name} must be an integer, got {raw!r}") from None
+
+
+def _float(env, name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"setting {name} must be a number, got {raw!r}") from None
 
 
 def conn_env_var(conn_id: str) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.glue import GlueJobOperator
 from airflow.sdk import task
@@ -30,9 +28,11 @@ def glue_extraction(settings: Settings, plans, *, pool: str):
         bucket = artifacts_bucket(settings)
         key = package_key(data)
         S3Hook(aws_conn_id=AWS_CONN_ID).load_bytes(data, key=key, bucket_name=bucket, replace=True)
-        secret_id = os.environ.get("RETAIL_GLUE_SOURCE_SECRET_ID", "retail/classicmodels-replica-reader")
         runnable = [p for p in plans if not p.get("skip_reason") and not p.get("error")]
-        return [script_args(plan, settings, f"s3://{bucket}/{key}", secret_id) for plan in runnable]
+        return [
+            script_args(plan, settings, f"s3://{bucket}/{key}", settings.glue_source_secret_id)
+            for plan in runnable
+        ]
 
     runs = GlueJobOperator.partial(
         task_id="extract_table",
@@ -50,7 +50,8 @@ def glue_extraction(settings: Settings, plans, *, pool: str):
         pool=pool,
     ).expand(script_args=stage_glue_runs(plans))
 
-    @task
+    # all_done: the tables whose jobs did commit are still published when another job failed.
+    @task(trigger_rule="all_done")
     def collect_glue_results(plans: list[dict]) -> list[dict]:
         from retail_platform.extract.runner import collect_committed
 

@@ -79,10 +79,6 @@ class ColumnType:
         raise UnsupportedTypeError(self.declared)
 
     @property
-    def is_temporal(self) -> bool:
-        return self.base in ("date", "datetime", "timestamp")
-
-    @property
     def is_integer(self) -> bool:
         return self.base in _INTS and self.base != "year"
 

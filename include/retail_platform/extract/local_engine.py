@@ -24,7 +24,14 @@ from retail_platform.extract import queries
 from retail_platform.extract.bounds import next_watermark, resolve_bounds
 from retail_platform.extract.manifest import build_manifest, normalise_cursor_value
 from retail_platform.extract.plan import arrow_schema_for
-from retail_platform.extract.reconcile import ArrowChecksums, ReconciliationError, Stats, source_stats, verify
+from retail_platform.extract.reconcile import (
+    ACCEPTED,
+    ArrowChecksums,
+    ReconciliationError,
+    Stats,
+    source_stats,
+    verify,
+)
 from retail_platform.lake.batches import RawLake
 from retail_platform.source.connection import MySQLConnectionInfo, connect
 
@@ -92,7 +99,7 @@ def _reader_stream(reader: MySQLConnectionInfo, query: str, setup: list[str], ba
     import connectorx as cx
 
     return cx.read_sql(
-        reader.connectorx_url(),
+        reader.url(),
         query,
         return_type="arrow_stream",
         batch_size=batch_rows,
@@ -175,6 +182,53 @@ def stream_to_lake(
     return result
 
 
+def _read_and_count(plan, query, bounds, *, conn, reader, setup, lake, attempt, extracted_at, stream_options):
+    """One read of the batch and the source statistics it is reconciled with.
+
+    A full snapshot is checked against checksums taken before and after it. Rows only leave an
+    incremental range (updates move their cursor past it) and an append-only range never changes:
+    there a count taken once the read has started is as good as one taken after it, so it runs on
+    a second connection meanwhile."""
+    full = plan["mode"] == "full"
+    lower, upper = bounds["lower"], bounds["upper"]
+    counting: list = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        if full:
+            before = source_stats(conn, plan, lower, upper, with_checksums=True)
+            conn.commit()  # end the snapshot so the next statistics see new data
+            start_count = None
+        else:
+            before = None
+
+            def start_count():
+                counting.append(pool.submit(_count_in_range, reader, setup, plan, lower, upper))
+
+        streamed = stream_to_lake(
+            plan,
+            query,
+            reader=reader,
+            setup=setup,
+            lake=lake,
+            attempt=attempt,
+            extracted_at=extracted_at,
+            with_checksums=full,
+            on_first_batch=start_count,
+            **stream_options,
+        )
+        reconcile_started = time.perf_counter()
+        if full:
+            after = source_stats(conn, plan, lower, upper, with_checksums=True)
+            conn.commit()
+        else:
+            after = (
+                counting[0].result()
+                if counting
+                else source_stats(conn, plan, lower, upper, with_checksums=False)
+            )
+    extracted = streamed.checksums.stats() if full else Stats(streamed.rows)
+    return streamed, before or after, after, extracted, time.perf_counter() - reconcile_started
+
+
 def _count_in_range(reader: MySQLConnectionInfo, setup: list[str], plan: dict, lower, upper) -> Stats:
     conn = connect(reader)
     try:
@@ -228,62 +282,25 @@ def extract_batch(
         query = queries.select_sql(
             plan["database"], table, columns, plan["cursor"], bounds["lower"], bounds["upper"]
         )
-        full = plan["mode"] == "full"
         for attempt_no in range(1, max_attempts + 1):
             attempt = uuid.uuid4().hex[:12]
             extracted_at = datetime.now(UTC)
-            if full:
-                # A snapshot is verified against checksums taken before and after it.
-                before = source_stats(conn, plan, bounds["lower"], bounds["upper"], with_checksums=True)
-                conn.commit()  # end the snapshot so the next statistics see new data
-                streamed = stream_to_lake(
-                    plan,
-                    query,
-                    reader=reader,
-                    setup=setup,
-                    lake=lake,
-                    attempt=attempt,
-                    extracted_at=extracted_at,
-                    with_checksums=True,
-                    **stream_options,
-                )
-                reconcile_started = time.perf_counter()
-                after = source_stats(conn, plan, bounds["lower"], bounds["upper"], with_checksums=True)
-                conn.commit()
-                extracted = streamed.checksums.stats()
-            else:
-                # Rows only leave an incremental range (updates move their cursor past it) and an
-                # append-only range never changes: a count taken once the read has started is as
-                # good as one taken after it, so it runs on a second connection meanwhile.
-                with ThreadPoolExecutor(max_workers=1) as pool:
-                    counting = []
-                    streamed = stream_to_lake(
-                        plan,
-                        query,
-                        reader=reader,
-                        setup=setup,
-                        lake=lake,
-                        attempt=attempt,
-                        extracted_at=extracted_at,
-                        with_checksums=False,
-                        on_first_batch=lambda pool=pool, counting=counting: counting.append(
-                            pool.submit(
-                                _count_in_range, reader, setup, plan, bounds["lower"], bounds["upper"]
-                            )
-                        ),
-                        **stream_options,
-                    )
-                    reconcile_started = time.perf_counter()
-                    after = (
-                        counting[0].result()
-                        if counting
-                        else source_stats(conn, plan, bounds["lower"], bounds["upper"], with_checksums=False)
-                    )
-                before = after
-                extracted = Stats(streamed.rows)
-            verdict, detail = verify(plan, extracted, before, after)
-            reconcile_s = time.perf_counter() - reconcile_started
-            if verdict == "ok":
+            streamed, before, after, extracted, reconcile_s = _read_and_count(
+                plan,
+                query,
+                bounds,
+                conn=conn,
+                reader=reader,
+                setup=setup,
+                lake=lake,
+                attempt=attempt,
+                extracted_at=extracted_at,
+                stream_options=stream_options,
+            )
+            verdict, detail = verify(plan, extracted, before, after, accept_changes=attempt_no >= 2)
+            if verdict == "changed_during_read":
+                log.warning("%s: %s", table, detail)
+            if verdict in ACCEPTED:
                 break
             log.warning("%s attempt %d of %d: %s", table, attempt_no, max_attempts, detail)
         else:

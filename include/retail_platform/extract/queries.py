@@ -60,15 +60,24 @@ def checksum_sql(database: str, table: str, columns: list[str]) -> str:
     return f"SELECT {', '.join(parts)} FROM {q(database)}.{q(table)}"
 
 
-def session_setup(server_version: str, statement_timeout_s: int) -> list[str]:
-    """Statements for each extraction session: UTC for TIMESTAMP values, and a statement timeout."""
-    statements = ["SET time_zone = '+00:00'"]
+def session_variables(server_version: str, statement_timeout_s: int) -> dict[str, str]:
+    """Per-session settings of an extraction: UTC for TIMESTAMP values, and a statement timeout
+    (MariaDB: max_statement_time in seconds; MySQL: max_execution_time in milliseconds)."""
+    variables = {"time_zone": "'+00:00'"}
     if statement_timeout_s > 0:
         if "mariadb" in server_version.lower():
-            statements.append(f"SET SESSION max_statement_time = {int(statement_timeout_s)}")
-        else:  # MySQL: milliseconds, SELECT statements only
-            statements.append(f"SET SESSION max_execution_time = {int(statement_timeout_s) * 1000}")
-    return statements
+            variables["max_statement_time"] = str(int(statement_timeout_s))
+        else:
+            variables["max_execution_time"] = str(int(statement_timeout_s) * 1000)
+    return variables
+
+
+def session_setup(server_version: str, statement_timeout_s: int) -> list[str]:
+    """The session variables as SET statements (connectorx's pre-execution queries)."""
+    return [
+        f"SET time_zone = {value}" if name == "time_zone" else f"SET SESSION {name} = {value}"
+        for name, value in session_variables(server_version, statement_timeout_s).items()
+    ]
 
 
 def source_now_sql() -> str:

@@ -112,11 +112,34 @@ def _formatter(column: dict):
     return lambda v: str(v).encode()
 
 
-def verify(plan: dict, extracted: Stats, before: Stats, after: Stats) -> tuple[str, str]:
-    """('ok' | 'retry' | 'mismatch', detail)."""
+ACCEPTED = ("ok", "changed_during_read")
+
+
+def verify(
+    plan: dict, extracted: Stats, before: Stats, after: Stats, *, accept_changes: bool = False
+) -> tuple[str, str]:
+    """('ok' | 'changed_during_read' | 'retry' | 'mismatch', detail).
+
+    A full snapshot of a table that keeps changing can never match checksums taken before and
+    after it. The read itself is one consistent statement, so once a retry has changed too
+    (``accept_changes``) the batch is accepted when its row count lies between the two counts,
+    and the manifest says the checksums could not be compared."""
     table, mode = plan["table"], plan["mode"]
     if mode == "full":
         if before.rows != after.rows or before.columns != after.columns:
+            low, high = sorted((before.rows, after.rows))
+            if accept_changes and low <= extracted.rows <= high:
+                return (
+                    "changed_during_read",
+                    f"{extracted.rows} rows; {table} changed during every read ({before.rows} -> "
+                    f"{after.rows} rows): count within the source's, checksums not comparable",
+                )
+            if accept_changes:
+                return (
+                    "mismatch",
+                    f"{table}: extracted {extracted.rows} rows, outside the source's "
+                    f"{before.rows} -> {after.rows} during the read",
+                )
             return "retry", f"{table} changed during the snapshot ({before.rows} -> {after.rows} rows)"
         if extracted.rows != after.rows:
             return "mismatch", f"{table}: extracted {extracted.rows} rows, the source has {after.rows}"

@@ -5,19 +5,17 @@ Kept free of Airflow so the same steps run from the CLI (`retail extract`) and i
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from datetime import datetime
 
-from retail_platform.contract.model import Contract, load_contract
+from retail_platform.contract.model import load_contract
 from retail_platform.extract.local_engine import extract_batch
 from retail_platform.extract.plan import plan_extraction
 from retail_platform.lake.batches import RawLake
 from retail_platform.lake.storage import LakeStorage
 from retail_platform.settings import Settings
 from retail_platform.source import health
-from retail_platform.source.connection import source_connection
+from retail_platform.source.connection import connect, source_connection
 from retail_platform.source.introspect import read_live_schema
 from retail_platform.state import PlatformState
 
@@ -32,12 +30,6 @@ def state_for(settings: Settings, source: str = "classicmodels") -> PlatformStat
     return PlatformState(lake_for(settings, source).storage, source)
 
 
-def table_fingerprint(contract: Contract, table: str) -> str:
-    """Identifies a table's contract section: a pause ends when an operator changes it."""
-    doc = contract.tables[table].model_dump(mode="json")
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def plan_run(
     settings: Settings,
     interval_start: datetime,
@@ -46,19 +38,27 @@ def plan_run(
     tables: list[str] | None = None,
     run_url: str | None = None,
 ) -> list[dict]:
-    """Read the live schema once and plan every table; pauses a table on its first contract error."""
-    contract = load_contract(settings.contract_path)
-    reader = source_connection("reader", settings)
-    live = read_live_schema(reader)  # a down replica raises here: the task retries with backoff
-    state = state_for(settings, contract.source.name)
-    health.report_healthy(
-        state, channel=contract.source.downstream_channel, details={"run_url": run_url}, settings=settings
-    )
-    # The schema watch's rule, applied here too so a breaking change is held back even before the
-    # watch's next run: pause tables with breaking drift, resume those whose drift is resolved.
+    """Read the live schema once, check the replica's health and plan every table.
+
+    The schema watch's rules apply here too, so a breaking change is held back even before the
+    watch's next run: tables with breaking drift are paused, those whose drift is resolved resume
+    (and their owners are told), and a lagging or stopped replica is announced as an outage."""
+    from retail_platform.schema_watch.notify import announce_resumed
     from retail_platform.schema_watch.watch import evaluate_drift, lineage_for, protect
 
-    protect(state, contract, evaluate_drift(contract, live, lineage_for(settings)))
+    contract = load_contract(settings.contract_path)
+    reader = source_connection("reader", settings)
+    conn = connect(reader, connect_timeout=10)  # a down replica raises: the task retries with backoff
+    try:
+        live = read_live_schema(reader, conn)
+        replica = health.assess_replica(conn, settings.max_replication_lag_s)
+    finally:
+        conn.close()
+    state = state_for(settings, contract.source.name)
+    channel = contract.source.downstream_channel
+    health.report(state, replica, channel=channel, details={"run_url": run_url}, settings=settings)
+    _, resumed = protect(state, contract, evaluate_drift(contract, live, lineage_for(settings)))
+    announce_resumed(contract, resumed, settings)
     plans = plan_extraction(
         contract,
         live,
@@ -68,15 +68,7 @@ def plan_run(
         tables=tables,
     )
     for plan in plans:
-        if plan["error"]:
-            # Later runs skip the table with this reason until the contract is updated.
-            state.pause(
-                plan["table"],
-                plan["error"],
-                by="extract_replica",
-                contract_fingerprint=table_fingerprint(contract, plan["table"]),
-            )
-        elif plan["skip_reason"]:
+        if plan["skip_reason"]:
             log.warning("%s skipped: %s", plan["table"], plan["skip_reason"])
     return plans
 
@@ -117,12 +109,12 @@ def report_source_outage(settings: Settings, reason: str, run_url: str | None = 
     )
 
 
-class BatchNotCommitted(RuntimeError):
-    pass
-
-
 def collect_committed(settings: Settings, plans: list[dict]) -> list[dict]:
-    """After the Glue jobs: every runnable table must have a batch committed since it was planned."""
+    """After the Glue jobs: the summaries of the batches committed since they were planned.
+
+    A table without one (its job failed, or reported success without committing) is left out
+    and logged; the publish step then treats it as failed and applies the critical-table rule,
+    as it does for the local engine."""
     lake = lake_for(settings)
     results, missing = [], []
     for plan in plans:
@@ -134,8 +126,10 @@ def collect_committed(settings: Settings, plans: list[dict]) -> list[dict]:
             continue
         results.append(summarise(manifest))
     if missing:
-        raise BatchNotCommitted(
-            f"the Glue jobs reported success but no batch was committed for {', '.join(missing)} "
-            f"(batch {plans[0]['batch_id']})"
+        log.error(
+            "no batch was committed for %s (batch %s): the Glue job failed or reported success "
+            "without committing",
+            ", ".join(missing),
+            plans[0]["batch_id"],
         )
     return results

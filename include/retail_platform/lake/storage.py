@@ -55,9 +55,6 @@ class LakeStorage:
         """An absolute URL of a path for readers outside pyarrow (DuckDB, Spectrum manifests)."""
         return path if self.is_local else f"s3://{path}"
 
-    def relative(self, path: str) -> str:
-        return path[len(self.root) + 1 :] if path.startswith(self.root + "/") else path
-
     # ------------------------------------------------------------------ reads
     def exists(self, path: str) -> bool:
         return self.fs.get_file_info(path).type != pafs.FileType.NotFound

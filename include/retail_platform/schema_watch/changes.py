@@ -17,6 +17,11 @@ from retail_platform.schema_watch.lineage import Impact, impact_of
 from retail_platform.source.introspect import LiveSchema
 
 ADDITIVE, BREAKING = "additive", "breaking"
+# The types each extraction mode's cursor can have: time for incremental, integer keys for append-only.
+CURSOR_TYPES = {
+    "incremental": ("datetime", "timestamp"),
+    "append_only": ("int", "bigint", "integer", "mediumint", "smallint", "tinyint"),
+}
 
 _INT_RANK = {"tinyint": 1, "smallint": 2, "mediumint": 3, "int": 4, "integer": 4, "bigint": 5}
 _TEXT_RANK = {"tinytext": 255, "text": 65_535, "mediumtext": 16_777_215, "longtext": 4_294_967_295}
@@ -261,29 +266,10 @@ def _diff_table(
     for column in added:
         try:
             parse_type(column.type)
-            out.append(
-                Change(
-                    table,
-                    "column_added",
-                    column.name,
-                    None,
-                    column.type,
-                    ADDITIVE,
-                    "flows into the lake; staging is unchanged",
-                )
-            )
+            severity, reason = ADDITIVE, "flows into the lake; staging is unchanged"
         except UnsupportedTypeError as exc:
-            out.append(
-                Change(
-                    table,
-                    "column_added",
-                    column.name,
-                    None,
-                    column.type,
-                    BREAKING,
-                    f"the lake cannot keep it: {exc}",
-                )
-            )
+            severity, reason = BREAKING, f"the lake cannot keep it: {exc}"
+        out.append(Change(table, "column_added", column.name, None, column.type, severity, reason))
     for old_col in before.columns:
         new_col = after.column(old_col.name)
         if new_col is None:
@@ -294,6 +280,13 @@ def _diff_table(
         if old_col.nullable != new_col.nullable:
             relaxed = new_col.nullable
             severity = BREAKING if relaxed and old_col.name in keys else ADDITIVE
+            impact = impact_of(lineage, source, table, [old_col.name])
+            if severity == BREAKING:
+                reason = "a key column may now be null"
+            elif relaxed and impact.tests:
+                reason = f"nulls may now reach {len(impact.tests)} dbt tests of this column"
+            else:
+                reason = "values stay valid downstream"
             out.append(
                 Change(
                     table,
@@ -302,9 +295,8 @@ def _diff_table(
                     "NULL" if old_col.nullable else "NOT NULL",
                     "NULL" if new_col.nullable else "NOT NULL",
                     severity,
-                    "a key column may now be null"
-                    if severity == BREAKING
-                    else "values stay valid downstream",
+                    reason,
+                    impact.to_dict(),
                 )
             )
         if compare_defaults and old_col.default != new_col.default:
@@ -317,9 +309,11 @@ def _diff_table(
                     str(new_col.default),
                     ADDITIVE,
                     "new rows get another default",
+                    impact_of(lineage, source, table, [old_col.name]).to_dict(),
                 )
             )
     if before.primary_key != after.primary_key:
+        key_columns = sorted(set(before.primary_key) | set(after.primary_key))
         out.append(
             Change(
                 table,
@@ -329,6 +323,7 @@ def _diff_table(
                 ", ".join(after.primary_key) or "none",
                 BREAKING,
                 "staging deduplicates on the primary key",
+                impact_of(lineage, source, table, key_columns).to_dict(),
             )
         )
     return out
@@ -350,15 +345,8 @@ def _type_change(table, old_col, new_col, verdict, spec, cursor, keys, lineage, 
             f"the lake cannot keep it: {exc}",
             impact.to_dict(),
         )
-    if old_col.name == cursor and parse_type(new_col.type).base not in (
-        "datetime",
-        "timestamp",
-        "int",
-        "bigint",
-        "integer",
-        "mediumint",
-        "smallint",
-    ):
+    mode = spec.extraction.mode.value if spec is not None else None
+    if old_col.name == cursor and parse_type(new_col.type).base not in CURSOR_TYPES.get(mode, ()):
         return Change(
             table,
             "cursor_lost",
@@ -366,7 +354,8 @@ def _type_change(table, old_col, new_col, verdict, spec, cursor, keys, lineage, 
             old_col.type,
             new_col.type,
             BREAKING,
-            "the extraction cursor no longer has an orderable type",
+            f"the {mode} extraction cursor needs "
+            + ("a DATETIME or TIMESTAMP" if mode == "incremental" else "an integer type"),
             impact.to_dict(),
         )
     if verdict == "widened":

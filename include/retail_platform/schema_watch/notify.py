@@ -96,11 +96,36 @@ def action_for(table: str, changes: list[dict], report: dict) -> str:
     return "propagated: extraction goes on; the change is recorded in the schema history."
 
 
+def resumed_alert(contract: Contract, table: str) -> Alert:
+    owners = contract.owners_of(table) if table in contract.tables else contract.source.default_owners
+    title = f"Extraction of {contract.source.name}.{table} resumed"
+    text = "No breaking difference between the contract and the replica is left."
+    return Alert(
+        kind="schema_resumed",
+        title=title,
+        text=f"{title}\n{text}",
+        blocks=[header(title), section(text), section(f"*Owners:* {_mentions(owners)}")],
+        channel=owners.slack_channel,
+        details={"table": table},
+    )
+
+
+def announce_resumed(contract: Contract, tables: list[str], settings: Settings) -> None:
+    for table in tables:
+        deliver(resumed_alert(contract, table), settings)
+
+
 def notify_changes(report: dict, settings: Settings | None = None) -> list[str]:
-    """Deliver one message per changed table; returns the keys of the changes announced."""
+    """Deliver one message per changed table; returns the keys of the changes announced.
+
+    What was said is recorded after each table's message, so a delivery that fails half-way is
+    retried for the tables not yet told, and the others are not told twice."""
+    from retail_platform.schema_watch.watch import record_announced
+
     settings = settings or Settings.from_env()
     contract = load_contract(settings.contract_path)
     sent: list[str] = []
+    record_announced(settings, report, [])  # forget what got resolved
     for bucket, reminder in (("announce", False), ("remind", True)):
         by_table: dict[str, list[dict]] = {}
         for change in report[bucket]:
@@ -119,20 +144,8 @@ def notify_changes(report: dict, settings: Settings | None = None) -> list[str]:
                 ),
                 settings,
             )
-            sent += [c["key"] for c in changes]
-    for table in report["resumed"]:
-        owners = contract.owners_of(table) if table in contract.tables else contract.source.default_owners
-        title = f"Extraction of {contract.source.name}.{table} resumed"
-        text = "No breaking difference between the contract and the replica is left."
-        deliver(
-            Alert(
-                kind="schema_resumed",
-                title=title,
-                text=f"{title}\n{text}",
-                blocks=[header(title), section(text), section(f"*Owners:* {_mentions(owners)}")],
-                channel=owners.slack_channel,
-                details={"table": table},
-            ),
-            settings,
-        )
+            keys = [c["key"] for c in changes]
+            record_announced(settings, report, keys)
+            sent += keys
+    announce_resumed(contract, report["resumed"], settings)
     return sent

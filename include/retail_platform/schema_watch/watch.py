@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -41,12 +40,18 @@ class SourceUnavailable(ConsequentialFailure):
     """The replica did not answer; the outage was announced by the health check."""
 
 
-def lineage_for(settings: Settings) -> dict | None:
-    """The dbt column lineage, or None (then every dropped column counts as used: conservative)."""
-    from retail_platform.warehouse.dbt_runner import ensure_manifest
+def lineage_for(settings: Settings, *, compile_if_missing: bool = False) -> dict | None:
+    """The dbt column lineage, or None (then every dropped column counts as used: conservative).
+
+    Tasks read the manifest the deployment compiled (``retail warehouse prepare``) and never compile
+    themselves: two tasks compiling into one target folder at once would corrupt it."""
+    from retail_platform.warehouse.dbt_runner import ensure_manifest, manifest_path
 
     try:
-        return load_index(ensure_manifest(settings))
+        path = ensure_manifest(settings) if compile_if_missing else manifest_path(settings)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing (run `retail warehouse prepare`)")
+        return load_index(path)
     except Exception as exc:  # a watch without lineage still protects the pipeline
         log.warning("no dbt lineage (%s): dropped or narrowed columns are treated as used", exc)
         return None
@@ -60,8 +65,6 @@ def evaluate_drift(contract: Contract, live: LiveSchema, lineage: dict | None) -
 
 def protect(state: PlatformState, contract: Contract, drift: list[Change]) -> tuple[dict, list[str]]:
     """Pause tables with breaking drift; resume paused tables that have none left."""
-    from retail_platform.extract.runner import table_fingerprint
-
     breaking = breaking_tables(drift)
     paused_now = {}
     current = state.pauses()
@@ -74,7 +77,6 @@ def protect(state: PlatformState, contract: Contract, drift: list[Change]) -> tu
             reason,
             changes=[c.to_dict() for c in changes],
             by="schema-watch",
-            contract_fingerprint=table_fingerprint(contract, table),
         )
     resumed = []
     for table in current:
@@ -101,7 +103,7 @@ def run_watch(
         try:
             live = read_live_schema(reader, conn)
             query_s = time.perf_counter() - started
-            lag = health.replication_lag_seconds(conn)
+            replica = health.assess_replica(conn, settings.max_replication_lag_s)
         finally:
             conn.close()
     except Exception as exc:
@@ -117,17 +119,7 @@ def run_watch(
             settings=settings,
         )
         raise SourceUnavailable(f"the replica {reader.describe()} did not answer: {exc}") from exc
-    max_lag = float(os.environ.get("RETAIL_MAX_REPLICATION_LAG_S", "300"))
-    if lag is not None and lag > max_lag:
-        health.report_outage(
-            state,
-            f"replication lag {lag:.0f} s is above {max_lag:.0f} s",
-            channel=channel,
-            details={"run_url": run_url, "lag_s": lag},
-            settings=settings,
-        )
-    else:
-        health.report_healthy(state, channel=channel, details={"run_url": run_url}, settings=settings)
+    health.report(state, replica, channel=channel, details={"run_url": run_url}, settings=settings)
 
     last_doc = state.get("schema", "latest.json")
     snapshot = live.to_dict()
@@ -159,7 +151,7 @@ def run_watch(
     paused, resumed = protect(state, contract, drift)
 
     announced = state.get(*ANNOUNCEMENTS) or {}
-    reminder = timedelta(hours=float(os.environ.get("RETAIL_SCHEMA_REMINDER_HOURS", "24")))
+    reminder = timedelta(hours=settings.schema_reminder_hours)
     to_announce, to_remind = [], []
     for change in drift + since_last:
         record = announced.get(change.key)
@@ -177,7 +169,8 @@ def run_watch(
         "seen_at": now.isoformat(timespec="seconds"),
         "query_s": round(query_s, 4),
         "tables": len(live.tables),
-        "replication_lag_s": lag,
+        "replication_lag_s": replica.lag_s,
+        "replica_problem": replica.problem,
         "drift": [c.to_dict() for c in drift],
         "announce": [c.to_dict() for c in to_announce],
         "remind": [c.to_dict() for c in to_remind],

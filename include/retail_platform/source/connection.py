@@ -25,22 +25,13 @@ class MySQLConnectionInfo:
     unix_socket: str | None = None
     conn_id: str = ""
 
-    def connectorx_url(self) -> str:
-        """URL for connectorx (TCP; the password is percent-encoded)."""
+    def url(self) -> str:
+        """``mysql://`` URL with percent-encoded credentials: an Airflow connection URI, and what
+        connectorx reads from (TCP)."""
         return (
             f"mysql://{quote(self.user, safe='')}:{quote(self.password, safe='')}"
             f"@{self.host}:{self.port}/{quote(self.database, safe='')}"
         )
-
-    def airflow_uri(self) -> str:
-        return (
-            f"mysql://{quote(self.user, safe='')}:{quote(self.password, safe='')}"
-            f"@{self.host}:{self.port}/{quote(self.database, safe='')}"
-        )
-
-    def jdbc_url(self) -> str:
-        # Spark picks its MySQL dialect only for jdbc:mysql: URLs; the MariaDB driver accepts them.
-        return f"jdbc:mysql://{self.host}:{self.port}/{self.database}?permitMysqlScheme"
 
     def mysqlclient_kwargs(self, **extra) -> dict:
         kwargs = dict(

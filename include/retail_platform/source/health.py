@@ -8,6 +8,7 @@ and the schema watch share it and neither repeats the other's announcement.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from retail_platform.alerts import Alert, context, deliver, header, section
 from retail_platform.state import PlatformState, utcnow_iso
@@ -68,8 +69,16 @@ def report_healthy(
     return True
 
 
-def replication_lag_seconds(conn) -> float | None:
-    """Seconds behind the primary, or None when the server is not a replica."""
+@dataclass(frozen=True)
+class ReplicaHealth:
+    """What one look at the replica found: its lag, and why it counts as an outage (or None)."""
+
+    lag_s: float | None  # None: not a replica, or replication stopped
+    problem: str | None = None
+
+
+def replica_status(conn) -> dict | None:
+    """The server's replica status row, or None when it is not a replica."""
     with conn.cursor() as cur:
         for statement in ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS"):
             try:
@@ -80,7 +89,41 @@ def replication_lag_seconds(conn) -> float | None:
             if row is None:
                 return None
             names = [d[0] for d in cur.description]
-            status = dict(zip(names, row, strict=False))
-            lag = status.get("Seconds_Behind_Master", status.get("Seconds_Behind_Source"))
-            return None if lag is None else float(lag)
+            return dict(zip(names, row, strict=False))
     return None
+
+
+def assess_replica(conn, max_lag_s: float) -> ReplicaHealth:
+    """The one rule the watch and the extraction share: a replica whose replication stopped
+    (NULL seconds behind) or lags more than ``max_lag_s`` serves stale data: an outage."""
+    status = replica_status(conn)
+    if status is None:
+        return ReplicaHealth(None)
+    lag = status.get("Seconds_Behind_Master", status.get("Seconds_Behind_Source"))
+    if lag is None:
+        io = status.get("Slave_IO_Running", status.get("Replica_IO_Running"))
+        sql = status.get("Slave_SQL_Running", status.get("Replica_SQL_Running"))
+        error = status.get("Last_Error") or status.get("Last_IO_Error") or status.get("Last_SQL_Error")
+        detail = f"IO thread {io}, SQL thread {sql}" + (f": {error}" if error else "")
+        return ReplicaHealth(None, f"replication is stopped on the replica ({detail})")
+    lag = float(lag)
+    if lag > max_lag_s:
+        return ReplicaHealth(lag, f"replication lag {lag:.0f} s is above {max_lag_s:.0f} s")
+    return ReplicaHealth(lag)
+
+
+def report(
+    state: PlatformState,
+    health: ReplicaHealth,
+    *,
+    channel: str | None = None,
+    details: dict | None = None,
+    settings=None,
+) -> bool:
+    """Announce an outage or a recovery as the assessment says; returns whether it announced."""
+    details = dict(details or {})
+    if health.problem:
+        if health.lag_s is not None:
+            details["lag_s"] = health.lag_s
+        return report_outage(state, health.problem, channel=channel, details=details, settings=settings)
+    return report_healthy(state, channel=channel, details=details, settings=settings)

@@ -85,6 +85,8 @@ class LocalMariaDB:
     base_dir: Path
     database: str = "classicmodels"
     requested_port: int | None = None
+    # Extra mariadbd options, e.g. a binary log and server id to act as a replication primary.
+    server_options: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalMariaDB:
@@ -231,7 +233,7 @@ class LocalMariaDB:
             "--bind-address=127.0.0.1",
             f"--user={getpass.getuser()}",
             "--skip-name-resolve",
-            "--skip-log-bin",
+            *(() if any(o.startswith("--log-bin") for o in self.server_options) else ("--skip-log-bin",)),
             "--default-time-zone=+00:00",
             "--character-set-server=utf8mb4",
             "--collation-server=utf8mb4_general_ci",
@@ -242,6 +244,7 @@ class LocalMariaDB:
             # A development copy of the replica: durability per second is enough.
             "--innodb-flush-log-at-trx-commit=2",
             "--max-connections=200",
+            *self.server_options,
         ]
         with open(self.base_dir / "mysqld.stdout", "ab") as out:
             process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -10,11 +10,7 @@ products as (
 ),
 
 country_regions as (
-    select
-        country,
-        min(region) as region
-    from {{ ref('dim_customers') }}
-    group by country
+    select * from {{ ref('int_country_regions') }}
 )
 
 select
