@@ -12,10 +12,11 @@ and data interval** (`raw/classicmodels/<table>/batch_id=<interval>/`, manifest 
   `retail://lake/raw/classicmodels` Asset that `transform_warehouse` is scheduled on.
 * **Engines:** `RETAIL_EXTRACT_ENGINE=local` streams with connectorx in the worker; `glue` runs the
   same extraction as an AWS Glue (Spark) job per table.
-* **Failures:** a replica that does not answer is retried with backoff, then the downstream users
-  are told once that data will be stale (and again on recovery). A table whose contract no longer
-  matches the replica fails once, naming the table and column, and is paused until the contract
-  is updated. A failed critical table withholds the Asset event.
+* **Failures:** a replica that does not answer, lags or stopped replicating is announced once to
+  the downstream users (data will be stale), and again on recovery; the plan retries with backoff.
+  A table with a breaking schema change is paused by the plan (the schema watch's rule): its task
+  is skipped with the reason until the contract accepts the change or it is reverted, and its
+  owners hear when it resumes. A failed critical table withholds the Asset event.
 * **Owner:** data-platform.
 """
 
@@ -85,7 +86,7 @@ def extract_replica():
     def publish(plans: list[dict] | None, results, *, outlet_events=None) -> dict:
         from retail_platform.extract.publish import summarise_run
 
-        summary = summarise_run(plans, [r for r in results if r])
+        summary = summarise_run(plans, [r for r in results or [] if r])
         outlet_events[RAW_CLASSICMODELS].extra = summary
         return summary
 

@@ -171,14 +171,12 @@ def test_live_writes_during_runs_lose_nothing_and_duplicate_nothing(
         kwargs=dict(rate_per_s=40, duration_s=None, ship_fraction=0.5, tick_s=0.05, seed=3, stop=stop),
     )
     start = datetime.now(UTC) - timedelta(hours=1)
-    statuses = set()
     writer.start()
     try:
         for _ in range(4):
             time.sleep(1.2)
             end = datetime.now(UTC)
-            runs = extract_all(source, lake, start, end)  # extraction runs while the writer writes
-            statuses |= {m["reconciliation"]["status"] for m in runs.values()}
+            extract_all(source, lake, start, end)  # extraction runs while the writer keeps writing
             start = end
     finally:
         stop.set()
@@ -196,7 +194,6 @@ def test_live_writes_during_runs_lose_nothing_and_duplicate_nothing(
         ), f"{table}: staged lake differs from the source"
     batches = lake.committed_batches("orders")
     assert len(batches) == 5 and sum(b["row_count"] for b in batches) >= batches[0]["row_count"]
-    assert statuses <= {"ok", "changed_during_read"}
 
 
 def test_full_snapshot_of_a_table_that_never_stops_changing_is_accepted_on_the_retry(

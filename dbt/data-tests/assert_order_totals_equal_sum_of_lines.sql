@@ -1,6 +1,6 @@
 -- An order's total equals the sum of its lines as staged from the source (no fan-out or loss
--- between staging and the order marts): every staged line of a staged order counts, none twice.
--- Lines whose order is not staged yet (written between two tables' reads) wait for the next run.
+-- between staging and the order marts): every staged line counts, none twice. Lines whose order,
+-- customer or product is not staged yet (written between two tables' reads) wait for the next run.
 with staged_totals as (
     select
         lines.order_number,
@@ -8,6 +8,10 @@ with staged_totals as (
     from {{ ref('stg_classicmodels__orderdetails') }} as lines
     inner join {{ ref('stg_classicmodels__orders') }} as orders
         on lines.order_number = orders.order_number
+    inner join {{ ref('stg_classicmodels__customers') }} as customers
+        on orders.customer_number = customers.customer_number
+    inner join {{ ref('stg_classicmodels__products') }} as products
+        on lines.product_code = products.product_code
     group by lines.order_number
 )
 

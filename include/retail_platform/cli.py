@@ -226,10 +226,10 @@ def _cmd_schema(args) -> int:
     settings = Settings.from_env()
     if args.action == "watch":
         from retail_platform.schema_watch.notify import notify_changes
-        from retail_platform.schema_watch.watch import record_announced, run_watch
+        from retail_platform.schema_watch.watch import run_watch
 
         report = run_watch(settings)
-        record_announced(settings, report, notify_changes(report, settings))
+        notify_changes(report, settings)
         print(
             json.dumps(
                 {k: report[k] for k in ("seen_at", "query_s", "tables", "paused", "still_paused", "resumed")}
@@ -250,7 +250,7 @@ def _cmd_schema(args) -> int:
     ddl = args.ddl or (Path(args.ddl_file).read_text() if args.ddl_file else None)
     proposed = load_contract(args.contract) if args.contract else None
     report = impact_report(
-        contract, lineage_for(settings, compile_if_missing=True), ddl=ddl, proposed=proposed
+        contract, lineage_for(settings, compile_when_stale=True), ddl=ddl, proposed=proposed
     )
     print(render(report, args.format))
     if args.post_to_slack:

@@ -29,7 +29,11 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     ("RETAIL_LAKE_URI", "<state>/lake", "lake root: a local folder or s3://bucket/prefix"),
     ("RETAIL_S3_ENDPOINT_URL", "AWS", "S3 endpoint override (moto's server in tests)"),
     ("RETAIL_EXTRACT_ENGINE", "local", "local (in-process streaming extractor) or glue (AWS Glue job)"),
-    ("RETAIL_EXTRACT_SCHEDULE", "0 * * * *", "cron of the extraction DAG's data intervals (down to */10)"),
+    (
+        "RETAIL_EXTRACT_SCHEDULE",
+        "0 * * * *",
+        "cron of the extraction DAG's data intervals; data age is at most one interval plus one cycle",
+    ),
     (
         "RETAIL_SCHEMA_WATCH_SCHEDULE",
         "*/10 * * * *",

@@ -195,7 +195,9 @@ def extract_with_spark(spark, plan: dict, source: SparkSource, lake, *, partitio
     query = queries.select_sql(db, table, columns, cursor, bounds["lower"], bounds["upper"])
     full = plan["mode"] == "full"
     integer_key = cursor if plan["mode"] == "append_only" else None
-    if integer_key is None and len(plan["primary_key"]) == 1:
+    # A full snapshot stays one JDBC query (one consistent read): reconciliation accepts a table
+    # that changed during the read only on that ground, and partitions would each see another state.
+    if integer_key is None and not full and len(plan["primary_key"]) == 1:
         key_type = next(c["type"] for c in plan["columns"] if c["name"] == plan["primary_key"][0])
         if key_type.split("(")[0].lower() in ("int", "bigint", "integer", "mediumint", "smallint"):
             integer_key = plan["primary_key"][0]

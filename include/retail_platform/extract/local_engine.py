@@ -226,7 +226,13 @@ def _read_and_count(plan, query, bounds, *, conn, reader, setup, lake, attempt, 
                 else source_stats(conn, plan, lower, upper, with_checksums=False)
             )
     extracted = streamed.checksums.stats() if full else Stats(streamed.rows)
-    return streamed, before or after, after, extracted, time.perf_counter() - reconcile_started
+    return (
+        streamed,
+        after if before is None else before,
+        after,
+        extracted,
+        time.perf_counter() - reconcile_started,
+    )
 
 
 def _count_in_range(reader: MySQLConnectionInfo, setup: list[str], plan: dict, lower, upper) -> Stats:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from retail_platform.alerts import ConsequentialFailure
 from retail_platform.contract.model import load_contract
 from retail_platform.extract.local_engine import extract_batch
 from retail_platform.extract.plan import plan_extraction
@@ -58,7 +59,10 @@ def plan_run(
     channel = contract.source.downstream_channel
     health.report(state, replica, channel=channel, details={"run_url": run_url}, settings=settings)
     _, resumed = protect(state, contract, evaluate_drift(contract, live, lineage_for(settings)))
-    announce_resumed(contract, resumed, settings)
+    try:
+        announce_resumed(contract, resumed, settings)
+    except Exception:  # the resumed tables are extracted either way; a lost message is not an outage
+        log.exception("could not announce the resumed tables %s", ", ".join(resumed))
     plans = plan_extraction(
         contract,
         live,
@@ -115,6 +119,8 @@ def collect_committed(settings: Settings, plans: list[dict]) -> list[dict]:
     A table without one (its job failed, or reported success without committing) is left out
     and logged; the publish step then treats it as failed and applies the critical-table rule,
     as it does for the local engine."""
+    if plans is None:
+        raise ConsequentialFailure("no plan for this run (plan_batches failed and was reported)")
     lake = lake_for(settings)
     results, missing = [], []
     for plan in plans:

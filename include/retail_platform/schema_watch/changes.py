@@ -332,58 +332,25 @@ def _diff_table(
 def _type_change(table, old_col, new_col, verdict, spec, cursor, keys, lineage, source) -> Change:
     kind = {"widened": "type_widened", "narrowed": "type_narrowed", "changed": "type_changed"}[verdict]
     impact = impact_of(lineage, source, table, [old_col.name])
-    try:
-        parse_type(new_col.type)
-    except UnsupportedTypeError as exc:
-        return Change(
-            table,
-            kind,
-            old_col.name,
-            old_col.type,
-            new_col.type,
-            BREAKING,
-            f"the lake cannot keep it: {exc}",
-            impact.to_dict(),
-        )
     mode = spec.extraction.mode.value if spec is not None else None
-    if old_col.name == cursor and parse_type(new_col.type).base not in CURSOR_TYPES.get(mode, ()):
-        return Change(
-            table,
-            "cursor_lost",
-            old_col.name,
-            old_col.type,
-            new_col.type,
-            BREAKING,
-            f"the {mode} extraction cursor needs "
-            + ("a DATETIME or TIMESTAMP" if mode == "incremental" else "an integer type"),
-            impact.to_dict(),
-        )
-    if verdict == "widened":
-        return Change(
-            table,
-            kind,
-            old_col.name,
-            old_col.type,
-            new_col.type,
-            ADDITIVE,
-            "every old value still fits",
-            impact.to_dict(),
-        )
-    if old_col.name in keys or impact.used():
-        reason = "part of the primary key" if old_col.name in keys else _used_by(impact)
-        return Change(
-            table, kind, old_col.name, old_col.type, new_col.type, BREAKING, reason, impact.to_dict()
-        )
-    return Change(
-        table,
-        kind,
-        old_col.name,
-        old_col.type,
-        new_col.type,
-        ADDITIVE,
-        "nothing downstream reads it",
-        impact.to_dict(),
-    )
+    try:
+        new_base = parse_type(new_col.type).base
+    except UnsupportedTypeError as exc:
+        severity, reason = BREAKING, f"the lake cannot keep it: {exc}"
+    else:
+        if old_col.name == cursor and new_base not in CURSOR_TYPES.get(mode, ()):
+            kind, severity = "cursor_lost", BREAKING
+            needs = "a DATETIME or TIMESTAMP" if mode == "incremental" else "an integer type"
+            reason = f"the {mode} extraction cursor needs {needs}"
+        elif verdict == "widened":
+            severity, reason = ADDITIVE, "every old value still fits"
+        elif old_col.name in keys:
+            severity, reason = BREAKING, "part of the primary key"
+        elif impact.used():
+            severity, reason = BREAKING, _used_by(impact)
+        else:
+            severity, reason = ADDITIVE, "nothing downstream reads it"
+    return Change(table, kind, old_col.name, old_col.type, new_col.type, severity, reason, impact.to_dict())
 
 
 def _used_by(impact: Impact) -> str:

@@ -116,14 +116,15 @@ def announce_resumed(contract: Contract, tables: list[str], settings: Settings) 
 
 
 def notify_changes(report: dict, settings: Settings | None = None) -> list[str]:
-    """Deliver one message per changed table; returns the keys of the changes announced.
+    """Deliver one message per changed table (and one per resumed table); returns the keys sent.
 
-    What was said is recorded after each table's message, so a delivery that fails half-way is
-    retried for the tables not yet told, and the others are not told twice."""
-    from retail_platform.schema_watch.watch import record_announced
+    What was said is recorded after each message, so a task retried with the same report (after
+    a delivery failed half-way) tells only the tables not yet told."""
+    from retail_platform.schema_watch.watch import delivered_for, record_announced
 
     settings = settings or Settings.from_env()
     contract = load_contract(settings.contract_path)
+    done = delivered_for(settings, report)
     sent: list[str] = []
     record_announced(settings, report, [])  # forget what got resolved
     for bucket, reminder in (("announce", False), ("remind", True)):
@@ -131,6 +132,9 @@ def notify_changes(report: dict, settings: Settings | None = None) -> list[str]:
         for change in report[bucket]:
             by_table.setdefault(change["table"], []).append(change)
         for table, changes in sorted(by_table.items()):
+            keys = [c["key"] for c in changes]
+            if set(keys) <= done:
+                continue
             deliver(
                 change_set_alert(
                     contract,
@@ -144,8 +148,11 @@ def notify_changes(report: dict, settings: Settings | None = None) -> list[str]:
                 ),
                 settings,
             )
-            keys = [c["key"] for c in changes]
             record_announced(settings, report, keys)
             sent += keys
-    announce_resumed(contract, report["resumed"], settings)
+    for table in report["resumed"]:
+        key = f"resumed:{table}"
+        if key not in done:
+            deliver(resumed_alert(contract, table), settings)
+            record_announced(settings, report, [key])
     return sent

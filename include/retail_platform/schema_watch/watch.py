@@ -40,7 +40,7 @@ class SourceUnavailable(ConsequentialFailure):
     """The replica did not answer; the outage was announced by the health check."""
 
 
-def lineage_for(settings: Settings, *, compile_if_missing: bool = False) -> dict | None:
+def lineage_for(settings: Settings, *, compile_when_stale: bool = False) -> dict | None:
     """The dbt column lineage, or None (then every dropped column counts as used: conservative).
 
     Tasks read the manifest the deployment compiled (``retail warehouse prepare``) and never compile
@@ -48,7 +48,7 @@ def lineage_for(settings: Settings, *, compile_if_missing: bool = False) -> dict
     from retail_platform.warehouse.dbt_runner import ensure_manifest, manifest_path
 
     try:
-        path = ensure_manifest(settings) if compile_if_missing else manifest_path(settings)
+        path = ensure_manifest(settings) if compile_when_stale else manifest_path(settings)
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing (run `retail warehouse prepare`)")
         return load_index(path)
@@ -182,6 +182,14 @@ def run_watch(
     }
 
 
+def delivered_for(settings: Settings, report: dict) -> set[str]:
+    """The keys already announced for this very report: a retried notify task skips them."""
+    from retail_platform.extract.runner import state_for
+
+    announced = state_for(settings, report["source"]).get(*ANNOUNCEMENTS) or {}
+    return {k for k, record in announced.items() if record.get("last_notified") == report["seen_at"]}
+
+
 def record_announced(settings: Settings, report: dict, sent_keys: list[str]) -> None:
     """After delivery: remember what was said (and forget what got resolved)."""
     from retail_platform.extract.runner import state_for
@@ -192,7 +200,7 @@ def record_announced(settings: Settings, report: dict, sent_keys: list[str]) -> 
         announced.pop(key, None)
     by_key = {c["key"]: c for c in report["announce"] + report["remind"]}
     for key in sent_keys:
-        record = announced.get(key) or {"first_announced": utcnow_iso(), "change": by_key[key]}
+        record = announced.get(key) or {"first_announced": utcnow_iso(), "change": by_key.get(key)}
         record["last_notified"] = report["seen_at"]
         announced[key] = record
     state.put(announced, *ANNOUNCEMENTS)

@@ -32,8 +32,11 @@ def report_outage(
     channel: str | None = None,
     details: dict | None = None,
     settings=None,
+    doing: str | None = None,
 ) -> bool:
-    """Record that the source is down; announce it only the first time. Returns whether it announced."""
+    """Record that the source is down; announce it only the first time. Returns whether it announced.
+
+    ``doing`` says what extraction does meanwhile (default: retrying an unreachable source)."""
     doc = state.get("health.json") or {}
     if doc.get("status") == "down":
         doc["last_seen_down"] = utcnow_iso()
@@ -41,11 +44,11 @@ def report_outage(
         state.put(doc, "health.json")
         return False
     title = f"Source {state.source} is unavailable: data will be stale"
+    doing = doing or "extraction is retrying with backoff"
     text = (
         f"*Why:* {reason}\n"
-        "*Impact:* extraction is retrying with backoff; dashboards and training data keep their last "
-        "committed data and will not get newer data until the source recovers. Another message will "
-        "say when it does."
+        f"*Impact:* {doing}; dashboards and training data will not get newer data until the source "
+        "recovers. Another message will say when it does."
     )
     deliver(_alert("source_outage", title, text, channel, details or {}), settings)
     state.put(
@@ -69,6 +72,9 @@ def report_healthy(
     return True
 
 
+ACCESS_DENIED = (1227, 1142, 1044, 1045)  # MySQL/MariaDB privilege errors
+
+
 @dataclass(frozen=True)
 class ReplicaHealth:
     """What one look at the replica found: its lag, and why it counts as an outage (or None)."""
@@ -83,8 +89,13 @@ def replica_status(conn) -> dict | None:
         for statement in ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS"):
             try:
                 cur.execute(statement)
-            except Exception:  # older/newer servers know only one of the two
-                continue
+            except Exception as exc:
+                if getattr(exc, "args", (None,))[0] in ACCESS_DENIED:
+                    # Without REPLICA MONITOR / REPLICATION CLIENT the lag cannot be known: say so
+                    # rather than pass a lagging replica as healthy in silence.
+                    log.warning("replication status unreadable (%s): lag is not checked", exc)
+                    return None
+                continue  # older/newer servers know only one of the two statements
             row = cur.fetchone()
             if row is None:
                 return None
@@ -125,5 +136,12 @@ def report(
     if health.problem:
         if health.lag_s is not None:
             details["lag_s"] = health.lag_s
-        return report_outage(state, health.problem, channel=channel, details=details, settings=settings)
+        return report_outage(
+            state,
+            health.problem,
+            channel=channel,
+            details=details,
+            settings=settings,
+            doing="the replica answers but is behind the store: extraction goes on with what it has",
+        )
     return report_healthy(state, channel=channel, details=details, settings=settings)
