@@ -86,7 +86,7 @@ def extract_replica():
     def publish(plans: list[dict] | None, results, *, outlet_events=None) -> dict:
         from retail_platform.extract.publish import summarise_run
 
-        summary = summarise_run(plans, [r for r in results or [] if r])
+        summary = summarise_run(plans, results)
         outlet_events[RAW_CLASSICMODELS].extra = summary
         return summary
 

@@ -163,24 +163,22 @@ class Settings:
         )
 
 
-def _int(env, name: str, default):
+def _number(env, name: str, default, parse, kind: str):
     raw = env.get(name)
     if raw in (None, ""):
         return default
     try:
-        return int(raw)
+        return parse(raw)
     except ValueError:
-        raise ValueError(f"setting {name} must be an integer, got {raw!r}") from None
+        raise ValueError(f"setting {name} must be {kind}, got {raw!r}") from None
+
+
+def _int(env, name: str, default):
+    return _number(env, name, default, int, "an integer")
 
 
 def _float(env, name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ValueError(f"setting {name} must be a number, got {raw!r}") from None
+    return _number(env, name, default, float, "a number")
 
 
 def conn_env_var(conn_id: str) -> str:

@@ -9,14 +9,14 @@ class CriticalTablesFailed(RuntimeError):
     pass
 
 
-def summarise_run(plans: list[dict] | None, results: list[dict]) -> dict:
+def summarise_run(plans: list[dict] | None, results: list[dict | None] | None) -> dict:
     """Summary for the Asset event; raises when a critical table failed (the event is withheld,
     so the warehouse keeps its last consistent state rather than mixing fresh and stale tables)."""
     if plans is None:
         raise ConsequentialFailure(
             "no plan for this run (plan_batches failed and was reported): nothing to publish"
         )
-    done = {r["table"]: r for r in results}
+    done = {r["table"]: r for r in results or [] if r}  # skipped or failed tasks give no result
     skipped = {p["table"]: p["skip_reason"] for p in plans if p.get("skip_reason")}
     failed = [p for p in plans if p["table"] not in done and p["table"] not in skipped]
     summary = {
