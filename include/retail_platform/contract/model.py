@@ -27,6 +27,15 @@ class ExtractionMode(StrEnum):
     APPEND_ONLY = "append_only"  # rows whose monotonic key is past the watermark, with a lookback in keys
 
 
+def cursor_type_problem(mode: ExtractionMode, ctype) -> str | None:
+    """Why a column of this type cannot be the mode's cursor, or None when it can."""
+    if mode is ExtractionMode.INCREMENTAL and ctype.base not in ("datetime", "timestamp"):
+        return "incremental needs a DATETIME or TIMESTAMP"
+    if mode is ExtractionMode.APPEND_ONLY and not ctype.is_integer:
+        return "append_only needs an integer key"
+    return None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -99,14 +108,9 @@ class Table(_Strict):
         if cursor not in by_name:
             raise ValueError(f"extraction.cursor: column {cursor!r} is not in columns")
         ctype = by_name[cursor].parsed_type
-        if mode is ExtractionMode.INCREMENTAL and ctype.base not in ("datetime", "timestamp"):
-            raise ValueError(
-                f"extraction.cursor: {cursor!r} is {ctype.declared}; incremental needs a DATETIME or TIMESTAMP"
-            )
-        if mode is ExtractionMode.APPEND_ONLY and not ctype.is_integer:
-            raise ValueError(
-                f"extraction.cursor: {cursor!r} is {ctype.declared}; append_only needs an integer key"
-            )
+        problem = cursor_type_problem(mode, ctype)
+        if problem:
+            raise ValueError(f"extraction.cursor: {cursor!r} is {ctype.declared}; {problem}")
         return self
 
     def column(self, name: str) -> Column:

@@ -170,10 +170,19 @@ def extract_with_spark(spark, plan: dict, source: SparkSource, lake, *, partitio
     import pyarrow.parquet as pq
     from pyspark.sql import functions as F
 
+    from retail_platform.contract.types import parse_type
     from retail_platform.extract import queries
     from retail_platform.extract.bounds import next_watermark, resolve_bounds
     from retail_platform.extract.manifest import build_manifest, normalise_cursor_value
-    from retail_platform.extract.reconcile import ACCEPTED, ArrowChecksums, ReconciliationError, Stats, verify
+    from retail_platform.extract.reconcile import (
+        ACCEPTED,
+        ArrowChecksums,
+        ReconciliationError,
+        Stats,
+        checksummed_columns,
+        reconciliation_record,
+        verify,
+    )
 
     table, batch_id = plan["table"], plan["batch_id"]
     if plan.get("skip_reason"):
@@ -199,13 +208,11 @@ def extract_with_spark(spark, plan: dict, source: SparkSource, lake, *, partitio
     # that changed during the read only on that ground, and partitions would each see another state.
     if integer_key is None and not full and len(plan["primary_key"]) == 1:
         key_type = next(c["type"] for c in plan["columns"] if c["name"] == plan["primary_key"][0])
-        if key_type.split("(")[0].lower() in ("int", "bigint", "integer", "mediumint", "smallint"):
+        if parse_type(key_type).is_integer:
             integer_key = plan["primary_key"][0]
 
     def stats(with_checksums: bool) -> Stats:
         if with_checksums:
-            from retail_platform.extract.reconcile import checksummed_columns
-
             names = checksummed_columns(plan)
             row = source.rows(queries.checksum_sql(db, table, names))
             return Stats(
@@ -280,12 +287,7 @@ def extract_with_spark(spark, plan: dict, source: SparkSource, lake, *, partitio
         max_seen=max_seen,
         rows=rows,
         files=entries,
-        reconciliation={
-            "status": verdict,
-            "detail": detail,
-            "source": after.to_dict(),
-            "attempts": attempt_no,
-        },
+        reconciliation=reconciliation_record(verdict, detail, after, attempt_no),
         query=query,
         engine="glue",
         attempt=attempt,

@@ -29,6 +29,7 @@ from retail_platform.extract.reconcile import (
     ArrowChecksums,
     ReconciliationError,
     Stats,
+    reconciliation_record,
     source_stats,
     verify,
 )
@@ -319,12 +320,7 @@ def extract_batch(
             max_seen=max_seen,
             rows=streamed.rows,
             files=[lake.file_entry(table, plan["batch_id"], path, rows) for path, rows in streamed.files],
-            reconciliation={
-                "status": verdict,
-                "detail": detail,
-                "source": after.to_dict(),
-                "attempts": attempt_no,
-            },
+            reconciliation=reconciliation_record(verdict, detail, after, attempt_no),
             query=query,
             engine="local",
             attempt=attempt,

@@ -115,6 +115,11 @@ def _formatter(column: dict):
 ACCEPTED = ("ok", "changed_during_read")
 
 
+def reconciliation_record(verdict: str, detail: str, source: Stats, attempts: int) -> dict:
+    """What a batch manifest says of its reconciliation (both engines)."""
+    return {"status": verdict, "detail": detail, "source": source.to_dict(), "attempts": attempts}
+
+
 def verify(
     plan: dict, extracted: Stats, before: Stats, after: Stats, *, accept_changes: bool = False
 ) -> tuple[str, str]:

@@ -11,17 +11,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass, field
 
-from retail_platform.contract.model import Contract
+from retail_platform.contract.model import Contract, cursor_type_problem
 from retail_platform.contract.types import UnsupportedTypeError, parse_type
 from retail_platform.schema_watch.lineage import Impact, impact_of
 from retail_platform.source.introspect import LiveSchema
 
 ADDITIVE, BREAKING = "additive", "breaking"
-# The types each extraction mode's cursor can have: time for incremental, integer keys for append-only.
-CURSOR_TYPES = {
-    "incremental": ("datetime", "timestamp"),
-    "append_only": ("int", "bigint", "integer", "mediumint", "smallint", "tinyint"),
-}
 
 _INT_RANK = {"tinyint": 1, "smallint": 2, "mediumint": 3, "int": 4, "integer": 4, "bigint": 5}
 _TEXT_RANK = {"tinytext": 255, "text": 65_535, "mediumtext": 16_777_215, "longtext": 4_294_967_295}
@@ -211,47 +206,17 @@ def _diff_table(
         impact = impact_of(lineage, source, table, [column.name])
         if column.name == cursor:
             optional_cursor = spec is not None and spec.column(cursor).optional
-            severity = ADDITIVE if optional_cursor and kind == "column_dropped" else BREAKING
-            reason = (
-                "the cursor is optional: extraction falls back to full snapshots"
-                if severity == ADDITIVE
-                else "the extraction cursor is lost"
-            )
-            return Change(
-                table,
-                "cursor_lost" if severity == BREAKING else kind,
-                column.name,
-                column.type,
-                new_value,
-                severity,
-                reason,
-                impact.to_dict(),
-            )
-        if column.name in keys:
-            return Change(
-                table,
-                kind,
-                column.name,
-                column.type,
-                new_value,
-                BREAKING,
-                "part of the primary key (staging keeps the latest version per key)",
-                impact.to_dict(),
-            )
-        if impact.used():
-            return Change(
-                table, kind, column.name, column.type, new_value, BREAKING, _used_by(impact), impact.to_dict()
-            )
-        return Change(
-            table,
-            kind,
-            column.name,
-            column.type,
-            new_value,
-            ADDITIVE,
-            "nothing downstream reads it (staging passes NULL through)",
-            impact.to_dict(),
-        )
+            if optional_cursor and kind == "column_dropped":
+                severity, reason = ADDITIVE, "the cursor is optional: extraction falls back to full snapshots"
+            else:
+                kind, severity, reason = "cursor_lost", BREAKING, "the extraction cursor is lost"
+        elif column.name in keys:
+            severity, reason = BREAKING, "part of the primary key (staging keeps the latest version per key)"
+        elif impact.used():
+            severity, reason = BREAKING, _used_by(impact)
+        else:
+            severity, reason = ADDITIVE, "nothing downstream reads it (staging passes NULL through)"
+        return Change(table, kind, column.name, column.type, new_value, severity, reason, impact.to_dict())
 
     for column in dropped:
         out.append(lost("column_dropped", column, None))
@@ -332,16 +297,15 @@ def _diff_table(
 def _type_change(table, old_col, new_col, verdict, spec, cursor, keys, lineage, source) -> Change:
     kind = {"widened": "type_widened", "narrowed": "type_narrowed", "changed": "type_changed"}[verdict]
     impact = impact_of(lineage, source, table, [old_col.name])
-    mode = spec.extraction.mode.value if spec is not None else None
     try:
-        new_base = parse_type(new_col.type).base
+        new_type = parse_type(new_col.type)
     except UnsupportedTypeError as exc:
         severity, reason = BREAKING, f"the lake cannot keep it: {exc}"
     else:
-        if old_col.name == cursor and new_base not in CURSOR_TYPES.get(mode, ()):
-            kind, severity = "cursor_lost", BREAKING
-            needs = "a DATETIME or TIMESTAMP" if mode == "incremental" else "an integer type"
-            reason = f"the {mode} extraction cursor needs {needs}"
+        # The contract's own rule for cursor types (incremental: a time; append-only: an integer).
+        problem = cursor_type_problem(spec.extraction.mode, new_type) if old_col.name == cursor else None
+        if problem:
+            kind, severity, reason = "cursor_lost", BREAKING, f"the extraction cursor: {problem}"
         elif verdict == "widened":
             severity, reason = ADDITIVE, "every old value still fits"
         elif old_col.name in keys:
