@@ -147,7 +147,7 @@ def run_client_floor(rows: int, admin) -> dict:
 
 
 def prepare(admin, rows: int) -> None:
-    from retail_platform.generator.load import ensure_database
+    from retail_platform.sandbox.generator.load import ensure_database
     from retail_platform.source.connection import connect
 
     ensure_database(admin)
@@ -181,10 +181,9 @@ def main() -> int:
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--repeat", type=int, default=3, help="runs per method; the median is reported")
     args = parser.parse_args()
-    from retail_platform.settings import Settings
-    from retail_platform.source.local_mariadb import LocalMariaDB
+    from retail_platform.sandbox.mariadb import LocalMariaDB
 
-    instance = LocalMariaDB.from_settings(Settings.from_env()).ensure_running()
+    instance = LocalMariaDB.from_settings().ensure_running()
     admin = instance.connection("admin").with_database("classicmodels_bench")
     instance.grant_reader("classicmodels_bench")
     reader = instance.connection("reader").with_database("classicmodels_bench")

@@ -112,11 +112,10 @@ def main() -> int:
         del os.environ[name]  # always the benchmark's own private source
     (state / "lake").mkdir(parents=True, exist_ok=True)
 
-    from retail_platform.generator.live import run_live
-    from retail_platform.pipeline import prepare_airflow
+    from retail_platform.sandbox.generator.live import run_live
+    from retail_platform.sandbox.pipeline import prepare_airflow
+    from retail_platform.sandbox.seed import sandbox_source, seed_source, source_is_seeded
     from retail_platform.settings import Settings
-    from retail_platform.source.connection import source_connection
-    from retail_platform.source.seed import seed_source, source_is_seeded
     from retail_platform.warehouse.dbt_runner import ensure_manifest
 
     settings = Settings.from_env()
@@ -140,7 +139,7 @@ def main() -> int:
 
     def live():
         live_stats["stats"] = run_live(
-            source_connection("admin", settings),
+            sandbox_source(settings)[1],
             rate_per_s=args.rate,
             duration_s=None,
             ship_fraction=0.3,

@@ -38,14 +38,14 @@ def main() -> int:
     for name in [n for n in os.environ if n.startswith("AIRFLOW_CONN_CLASSICMODELS")]:
         del os.environ[name]  # always the benchmark's own private source
 
-    import duckdb
     import pyarrow.parquet as pq
 
     from retail_platform.evaluation.spikes import score
     from retail_platform.extract.runner import plan_run, run_local
+    from retail_platform.sandbox.seed import seed_source
     from retail_platform.settings import Settings
-    from retail_platform.source.seed import seed_source
-    from retail_platform.warehouse.dbt_runner import run_dbt
+    from retail_platform.warehouse.snapshots import read_only
+    from retail_platform.warehouse.transform import build_and_publish
 
     settings = Settings.from_env()
     timings = {}
@@ -67,13 +67,12 @@ def main() -> int:
         print(f"extracted {plan['table']}: {manifest_rows:,} rows", file=sys.stderr)
     timings["extract_s"] = time.perf_counter() - started
     started = time.perf_counter()
-    run_dbt(["run-operation", "register_lake_sources"], settings)
-    run_dbt(["build"], settings)
+    build_and_publish(settings)
     timings["dbt_build_s"] = time.perf_counter() - started
 
     truth = pq.read_table(settings.ground_truth_dir / "classicmodels" / "spike_hours.parquet").to_pylist()
     truth_hours = [(r["productCode"], r["country"], r["hour"]) for r in truth if r["phase"] == "rise"]
-    with duckdb.connect(str(settings.duckdb_path)) as conn:  # as dbt-duckdb opened it in this process
+    with read_only(settings) as conn:  # the published build
         detected = conn.execute(
             "select product_code, country, spike_start, last_rising_hour from analytics.fct_demand_spikes"
         ).fetchall()

@@ -24,13 +24,13 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args()
     os.environ["RETAIL_STATE_DIR"] = str(Path(args.state_dir).resolve())
+    from retail_platform.sandbox.seed import sandbox_source, source_row_counts
     from retail_platform.settings import Settings
-    from retail_platform.source.connection import connect, source_connection
+    from retail_platform.source.connection import connect
     from retail_platform.source.introspect import read_live_schema
-    from retail_platform.source.seed import source_row_counts
 
     settings = Settings.from_env()
-    reader = source_connection("reader", settings)
+    reader, _ = sandbox_source(settings)
     counts = source_row_counts(settings)
     conn = connect(reader)
     timings = []

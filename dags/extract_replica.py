@@ -13,7 +13,10 @@ and data interval** (`raw/classicmodels/<table>/batch_id=<interval>/`, manifest 
 * **Engines:** `RETAIL_EXTRACT_ENGINE=local` streams with connectorx in the worker; `glue` runs the
   same extraction as an AWS Glue (Spark) job per table.
 * **Failures:** a replica that does not answer, lags or stopped replicating is announced once to
-  the downstream users (data will be stale), and again on recovery; the plan retries with backoff.
+  the downstream users (data will be stale), and again on recovery; the plan retries with backoff
+  (at most about 3 minutes in all). A configuration problem (a missing or malformed connection, a
+  wrong password, a replica that never answered, an invalid contract) fails at once, without
+  retries, and is announced as a configuration problem.
   A table with a breaking schema change is paused by the plan (the schema watch's rule): its task
   is skipped with the reason until the contract accepts the change or it is reverted, and its
   owners hear when it resumes. A failed critical table withholds the Asset event.
@@ -47,8 +50,9 @@ REPLICA_POOL = "classicmodels_replica"
 )
 def extract_replica():
     @task(
-        retries=4,
-        retry_delay=timedelta(seconds=20),
+        retries=3,
+        retry_delay=timedelta(seconds=15),
+        max_retry_delay=timedelta(minutes=1),
         execution_timeout=timedelta(minutes=5),
         on_failure_callback=SourceOutageNotifier(),
     )

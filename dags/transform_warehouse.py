@@ -2,16 +2,22 @@
 ### transform_warehouse
 
 Builds the warehouse with dbt from the lake's committed batches, every time extraction publishes
-new batches (scheduled on the `retail://lake/raw/classicmodels` Asset).
+new batches (scheduled on the `retail://lake/raw/classicmodels` Asset). **Write-audit-publish:**
+readers see a build only after every one of its tests passed.
 
 1. `register_lake_sources`: the sources become views (DuckDB) or Spectrum tables (Redshift) over the
    batches committed so far, so the whole build sees one consistent set of batches.
 2. `check_source_freshness`: `dbt source freshness` on `_extracted_at` (warn after 30 min, error
    after 1 h); stale sources are announced, and the build still brings in what there is.
 3. `dbt_build`: one task per model and one per model's tests (astronomer-cosmos, from the
-   precompiled manifest, dbt in-process), in the one-slot `warehouse` pool.
-4. `export_training_table` writes `ratings_ml_training` to `lake/ml/ratings_ml_training/` and
-   publishes the Asset the retraining DAG waits for; `publish_marts` publishes the dashboard marts.
+   precompiled manifest), in the one-slot `warehouse` pool, writing a build of its own (a DuckDB
+   build file, or `<schema>__wap` schemas on Redshift).
+4. `publish_warehouse`: only when the whole build passed, readers are switched to it atomically
+   (a new read-only snapshot file, or a schema rename in one transaction), and the
+   `retail://warehouse/marts/analytics` Asset is published. `export_training_table` then writes
+   `ratings_ml_training` to `lake/ml/` and publishes the Asset the retraining DAG waits for.
+5. `report_failed_build`: when anything failed, one alert names the failed tests and how many rows
+   each found; the marts stay exactly as the last good build left them.
 
 **Owner:** data-platform. **Target:** `DBT_TARGET` (local DuckDB, prod Redshift).
 """
@@ -23,7 +29,12 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import dag, task
 from retail_airflow.assets import ANALYTICS_MARTS, RAW_CLASSICMODELS, TRAINING_EXPORT
 from retail_airflow.dag_defaults import platform_default_args
-from retail_airflow.dbt import WAREHOUSE_POOL, dbt_build_group
+from retail_airflow.dbt import (
+    WAREHOUSE_POOL,
+    dbt_build_group,
+    failed_tasks_in_group,
+    report_after_whole_group,
+)
 
 from retail_platform.settings import Settings
 
@@ -44,15 +55,23 @@ SETTINGS = Settings.from_env()
 def transform_warehouse():
     @task(pool=WAREHOUSE_POOL)
     def register_lake_sources() -> None:
-        from retail_platform.warehouse.dbt_runner import run_dbt
+        from retail_platform.warehouse.transform import prepare_build
 
-        run_dbt(["run-operation", "register_lake_sources"], SETTINGS)
+        prepare_build(SETTINGS)
 
     @task(pool=WAREHOUSE_POOL)
     def check_source_freshness() -> dict:
         from retail_platform.warehouse.freshness import check_freshness
 
         return check_freshness(SETTINGS)
+
+    @task(pool=WAREHOUSE_POOL, outlets=[ANALYTICS_MARTS])
+    def publish_warehouse(*, outlet_events=None) -> dict:
+        from retail_platform.warehouse.transform import publish
+
+        summary = publish(SETTINGS)  # includes data_as_of: the newest order in the marts
+        outlet_events[ANALYTICS_MARTS].extra = summary
+        return summary
 
     @task(pool=WAREHOUSE_POOL, outlets=[TRAINING_EXPORT])
     def export_training_table(*, outlet_events=None) -> dict:
@@ -62,16 +81,22 @@ def transform_warehouse():
         outlet_events[TRAINING_EXPORT].extra = summary
         return summary
 
-    @task(pool=WAREHOUSE_POOL, outlets=[ANALYTICS_MARTS])
-    def publish_marts(*, outlet_events=None) -> dict:
-        from retail_platform.warehouse.marts import marts_summary
+    @task(pool=WAREHOUSE_POOL, trigger_rule="all_done")
+    def report_failed_build(*, ti=None, dag_run=None) -> dict:
+        from retail_platform.warehouse.transform import report_failed_build as report
 
-        summary = marts_summary(SETTINGS)  # includes data_as_of: the newest order in the marts
-        outlet_events[ANALYTICS_MARTS].extra = summary
-        return summary
+        failed = failed_tasks_in_group(ti, dag_run)
+        return report(SETTINGS, failed) if failed else {"failed_nodes": []}
 
     build = dbt_build_group(SETTINGS)
-    register_lake_sources() >> check_source_freshness() >> build >> [export_training_table(), publish_marts()]
+    (
+        register_lake_sources()
+        >> check_source_freshness()
+        >> build
+        >> publish_warehouse()
+        >> export_training_table()
+    )
+    report_after_whole_group(build, report_failed_build())
 
 
 transform_warehouse()

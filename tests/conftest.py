@@ -50,12 +50,15 @@ def state_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def mariadb():
-    """The private MariaDB instance of the test run (started once, stopped at the end)."""
-    from retail_platform.settings import Settings
-    from retail_platform.source.local_mariadb import LocalMariaDB
+    """The private MariaDB instance of the test run (started once, stopped at the end), handed to
+    the code under test as its Airflow connections, as ./platform hands the sandbox's."""
+    from retail_platform.sandbox.mariadb import LocalMariaDB
 
-    instance = LocalMariaDB.from_settings(Settings.from_env()).ensure_running()
+    instance = LocalMariaDB.from_settings().ensure_running()
+    os.environ.update(instance.connection_env())
     yield instance
+    for name in instance.env_names:
+        os.environ.pop(name, None)
     instance.stop()
 
 
@@ -130,9 +133,9 @@ def dagbag(airflow_db):
 @pytest.fixture(scope="session")
 def seed_scratch(mariadb, admin):
     """Build a scratch source database (classicmodels_<name>) readable by the read-only user."""
-    from retail_platform.generator.build import generate
-    from retail_platform.generator.load import load_source
-    from retail_platform.generator.presets import get_preset
+    from retail_platform.sandbox.generator.build import generate
+    from retail_platform.sandbox.generator.load import load_source
+    from retail_platform.sandbox.generator.presets import get_preset
 
     built: dict[tuple, object] = {}
 

@@ -26,7 +26,7 @@ TABLES = sorted(CONTRACT.tables)
 @pytest.fixture(scope="module")
 def seeded(mariadb):
     """The test instance's own `classicmodels`, which the DAGs read through the read-only user."""
-    from retail_platform.source.seed import seed_source
+    from retail_platform.sandbox.seed import seed_source
 
     seed_source(preset="classic", replace=True)
     return mariadb

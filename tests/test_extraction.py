@@ -23,9 +23,9 @@ from retail_platform.extract import queries
 from retail_platform.extract.local_engine import BatchSkipped, ExtractionError, extract_batch
 from retail_platform.extract.plan import plan_extraction
 from retail_platform.extract.reconcile import Stats, verify
-from retail_platform.generator.live import run_live
 from retail_platform.lake.batches import MANIFEST, RawLake
 from retail_platform.lake.storage import LakeStorage
+from retail_platform.sandbox.generator.live import run_live
 from retail_platform.source.introspect import read_live_schema
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def test_every_table_lands_value_for_value(sql, reader, seed_scratch, tmp_path, 
 
 def test_types_nulls_and_charsets_round_trip_exactly(sql, admin, mariadb, tmp_path):
     db = admin.with_database("classicmodels_types")
-    from retail_platform.generator.load import ensure_database
+    from retail_platform.sandbox.generator.load import ensure_database
 
     ensure_database(db)
     sql.execute(

@@ -9,12 +9,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from retail_platform.generator import reference as ref
-from retail_platform.generator.build import generate
-from retail_platform.generator.dump import load_dump
-from retail_platform.generator.live import run_live
-from retail_platform.generator.load import SourceNotEmptyError, load_source, write_ground_truth
-from retail_platform.generator.presets import get_preset
+from retail_platform.sandbox.generator import reference as ref
+from retail_platform.sandbox.generator.build import generate
+from retail_platform.sandbox.generator.dump import load_dump
+from retail_platform.sandbox.generator.live import run_live
+from retail_platform.sandbox.generator.load import SourceNotEmptyError, load_source, write_ground_truth
+from retail_platform.sandbox.generator.presets import get_preset
 
 # classicmodels v3.1 as published (mysqltutorial.org), column for column:
 # (column, type, nullable, key). Keys: PRI primary, MUL indexed.

@@ -194,7 +194,7 @@ def slack(monkeypatch):
 @pytest.fixture
 def watched_source(mariadb, sql, admin, tmp_path, monkeypatch, dbt_manifest):
     """The test instance's `classicmodels` (what the DAGs read), freshly seeded, with its own lake."""
-    from retail_platform.source.seed import seed_source
+    from retail_platform.sandbox.seed import seed_source
 
     seed_source(preset="classic", replace=True)
     monkeypatch.setenv("RETAIL_LAKE_URI", str(tmp_path / "lake"))
@@ -358,10 +358,10 @@ def test_replication_lag_is_announced_once_and_its_end_too(tmp_path, monkeypatch
 
     from retail_platform.alerts import read_alerts
     from retail_platform.extract.runner import plan_run
-    from retail_platform.generator.build import generate
-    from retail_platform.generator.load import load_source
-    from retail_platform.generator.presets import get_preset
-    from retail_platform.source.local_mariadb import LocalMariaDB
+    from retail_platform.sandbox.generator.build import generate
+    from retail_platform.sandbox.generator.load import load_source
+    from retail_platform.sandbox.generator.presets import get_preset
+    from retail_platform.sandbox.mariadb import LocalMariaDB
 
     primary = LocalMariaDB(
         tmp_path / "primary", server_options=("--log-bin=primary-bin", "--server-id=1", "--binlog-format=ROW")

@@ -1,29 +1,60 @@
-"""Every setting the code reads is documented once, in SETTINGS_DOC, and listed in the README."""
+"""Every setting the code reads is documented once, in a SETTINGS_DOC, and listed in the README."""
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
 import pytest
 
-from retail_platform.settings import SETTINGS_DOC, Settings
+from retail_platform.settings import SETTINGS_MODULES, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 # Set by ./platform itself, or only in the Glue job's local test run: not operators' settings.
-INTERNAL = {"RETAIL_PROJECT_DIR", "RETAIL_JDBC_JAR"}
+INTERNAL = {"RETAIL_PROJECT_DIR", "RETAIL_JDBC_JAR", "RETAIL_DUCKDB_BUILD_PATH"}
+# dbt's own variables and the ones dbt_runner sets for dbt from the settings above.
+DBT_INTERNAL = {"DBT_PROFILES_DIR", "RETAIL_STATE_DIR", "RETAIL_LAKE_URI"} | INTERNAL
+SETTING_NAME = r"((?:RETAIL|REDSHIFT|DBT)_[A-Z0-9_]+|AIRFLOW_CONN_[A-Z0-9_]+)"
 
 
-def test_every_setting_the_code_reads_is_documented_and_in_the_readme():
-    documented = {name for name, _, _ in SETTINGS_DOC}
+def documented() -> dict[str, str]:
+    docs = {}
+    for module in SETTINGS_MODULES:
+        for name, _default, meaning in importlib.import_module(module).SETTINGS_DOC:
+            assert name not in docs, f"{name} is documented twice ({module})"
+            docs[name] = meaning
+    return docs
+
+
+def readme_table() -> set[str]:
+    readme = (ROOT / "README.md").read_text()
+    return set(re.findall(r"^\| `([A-Z0-9_]+)` \|", readme, flags=re.MULTILINE))
+
+
+def test_every_setting_the_python_code_reads_is_documented_and_in_the_readme():
     read = set()
     for folder in ("include", "plugins", "dags"):
         for path in (ROOT / folder).rglob("*.py"):
-            read |= set(re.findall(r"[\"'](RETAIL_[A-Z0-9_]+)[\"']", path.read_text()))
-    assert read - INTERNAL <= documented, f"undocumented settings: {sorted(read - INTERNAL - documented)}"
-    readme = (ROOT / "README.md").read_text()
-    table = {m for m in re.findall(r"^\| `([A-Z0-9_]+)` \|", readme, flags=re.MULTILINE)}
-    assert documented <= table, f"missing from the README's configuration table: {sorted(documented - table)}"
+            read |= set(re.findall(rf"[\"']{SETTING_NAME}[\"']", path.read_text()))
+    read -= INTERNAL
+    docs = documented()
+    assert read <= set(docs), f"undocumented settings: {sorted(read - set(docs))}"
+    assert set(docs) <= readme_table(), (
+        f"missing from the README's table: {sorted(set(docs) - readme_table())}"
+    )
+
+
+def test_every_setting_dbt_reads_is_documented_and_in_the_readme():
+    """dbt reads its settings with env_var('NAME'): profiles, the project, models and macros."""
+    read = set()
+    for path in (ROOT / "dbt").rglob("*"):
+        if path.suffix in (".yml", ".sql") and "target" not in path.parts:
+            read |= set(re.findall(rf"env_var\(\s*['\"]{SETTING_NAME}['\"]", path.read_text()))
+    assert read, "the scan found dbt's env_var calls"
+    read -= DBT_INTERNAL
+    docs = documented()
+    assert read <= set(docs), f"dbt reads undocumented settings: {sorted(read - set(docs))}"
 
 
 @pytest.mark.parametrize(
@@ -35,7 +66,9 @@ def test_every_setting_the_code_reads_is_documented_and_in_the_readme():
     ],
 )
 def test_a_bad_setting_is_named(variable, value, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
+    from retail_platform.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
         Settings.from_env({variable: value})
 
 

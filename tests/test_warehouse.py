@@ -26,9 +26,11 @@ from retail_platform.lake.batches import RawLake
 from retail_platform.lake.storage import LakeStorage
 from retail_platform.settings import Settings
 from retail_platform.source.introspect import read_live_schema
-from retail_platform.warehouse.dbt_runner import DbtCommandFailed, run_dbt
+from retail_platform.warehouse.dbt_runner import DbtCommandFailed, run_dbt, target_dir
 from retail_platform.warehouse.dbt_sources import render_sources, sources_in_step
 from retail_platform.warehouse.export import TRAINING_COLUMNS, export_training_table, read_latest_export
+from retail_platform.warehouse.snapshots import build_path, read_only
+from retail_platform.warehouse.transform import build_and_publish
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = load_contract(ROOT / "include" / "contracts" / "classicmodels.yml")
@@ -47,13 +49,13 @@ def build_warehouse(tmp: Path, reader, monkeypatch) -> Settings:
     ):
         extract_batch(plan, reader=reader, lake=lake)
     settings = Settings.from_env()
-    run_dbt(["run-operation", "register_lake_sources"], settings)
-    run_dbt(["build"], settings)
+    build_and_publish(settings)
     return settings
 
 
 def query(settings: Settings, sql: str):
-    with duckdb.connect(str(settings.duckdb_path)) as conn:
+    """What readers see: the published build."""
+    with read_only(settings) as conn:
         cursor = conn.execute(sql)
         return [d[0] for d in cursor.description], cursor.fetchall()
 
@@ -115,7 +117,7 @@ def test_marts_and_training_table_on_the_modern_schema(sql, reader, modern_wareh
 
 def test_data_tests_catch_an_order_mart_that_disagrees_with_staging(modern_warehouse):
     settings, _ = modern_warehouse
-    with duckdb.connect(str(settings.duckdb_path)) as conn:
+    with duckdb.connect(str(build_path(settings))) as conn:
         conn.execute(
             "update analytics.fct_orders set order_total = order_total - 1 "
             "where order_number = (select min(order_number) from analytics.fct_orders)"
@@ -237,7 +239,7 @@ def test_models_compile_to_redshift_sql(tmp_path):
 def test_docs_generate_and_serve(modern_warehouse):
     settings, _ = modern_warehouse
     run_dbt(["docs", "generate"], settings)
-    target = ROOT / "dbt" / "target"
+    target = target_dir(settings)
     catalog = json.loads((target / "catalog.json").read_text())
     assert "model.retail.fct_demand_spikes" in catalog["nodes"]
     with socket.socket() as s:
@@ -257,6 +259,8 @@ def test_docs_generate_and_serve(modern_warehouse):
             str(ROOT / "dbt"),
             "--profiles-dir",
             str(ROOT / "dbt"),
+            "--target-path",
+            str(target),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -288,11 +292,16 @@ def test_transform_dag_builds_and_publishes_its_assets(seeded_lake_for_dag, airf
         "register_lake_sources",
         "check_source_freshness",
         "export_training_table",
-        "publish_marts",
+        "publish_warehouse",
+        "report_failed_build",
     } <= tasks
     assert {"dbt_build.fct_demand_spikes.run", "dbt_build.fct_demand_spikes.test"} <= tasks
     run = dag.test(logical_date=pendulum.now("UTC"))
-    failed = {ti.task_id: ti.state for ti in run.get_task_instances() if ti.state != "success"}
+    failed = {
+        ti.task_id: ti.state
+        for ti in run.get_task_instances()
+        if ti.state != "success" and ti.task_id != "report_failed_build"
+    }
     assert run.state == "success", failed
     with create_session() as session:
         uris = {
@@ -311,7 +320,7 @@ def test_transform_dag_builds_and_publishes_its_assets(seeded_lake_for_dag, airf
 @pytest.fixture
 def seeded_lake_for_dag(mariadb, tmp_path, monkeypatch, dbt_manifest):
     """The DAG reads the test instance's `classicmodels` through the settings, like in production."""
-    from retail_platform.source.seed import seed_source
+    from retail_platform.sandbox.seed import seed_source
 
     seed_source(preset="classic", replace=True)
     monkeypatch.setenv("RETAIL_LAKE_URI", str(tmp_path / "lake"))

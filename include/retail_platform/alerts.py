@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from retail_platform.settings import Settings, conn_env_var
+from retail_platform.connections import ConnectionNotConfigured, conn_env_var, lookup_connection
+from retail_platform.errors import ConfigurationError
+from retail_platform.settings import Settings
 
 log = logging.getLogger(__name__)
 SLACK_CONN_ID = "slack_alerts"
@@ -25,10 +26,6 @@ _URL = re.compile(r"https?://\S+|\b[a-z][a-z0-9+.-]*://[^/\s:@]*:[^@\s]*@\S*", r
 
 class AlertDeliveryError(RuntimeError):
     pass
-
-
-class ConsequentialFailure(RuntimeError):
-    """A failure caused by one already reported upstream: the task fails, nobody is alerted twice."""
 
 
 @dataclass
@@ -42,17 +39,23 @@ class Alert:
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
 
-def slack_configured() -> bool:
-    """Whether the Slack connection exists (environment or Airflow's secrets backends)."""
-    if os.environ.get(conn_env_var(SLACK_CONN_ID)):
-        return True
-    try:
-        from airflow.sdk import BaseHook
+SLACK_TIMEOUT_S = (
+    10  # a webhook that hangs fails the delivery (retried by its task), never the caller's deadline
+)
 
-        BaseHook.get_connection(SLACK_CONN_ID)
-        return True
-    except Exception:  # any lookup failure means: not configured
+
+def slack_configured() -> bool:
+    """Whether the Slack connection exists (environment, metadata database or secrets backends).
+
+    A malformed one counts as missing, loudly: alerts still reach the log and the file."""
+    try:
+        lookup_connection(SLACK_CONN_ID)
+    except ConnectionNotConfigured:
         return False
+    except ConfigurationError as exc:
+        log.error("the Slack connection is unusable (%s): alerts go to the log and the alerts file", exc)
+        return False
+    return True
 
 
 def scrub(text: str) -> str:
@@ -62,7 +65,7 @@ def scrub(text: str) -> str:
 def _send_slack(alert: Alert) -> None:
     from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
-    hook = SlackWebhookHook(slack_webhook_conn_id=SLACK_CONN_ID, retry_handlers=[])
+    hook = SlackWebhookHook(slack_webhook_conn_id=SLACK_CONN_ID, retry_handlers=[], timeout=SLACK_TIMEOUT_S)
     try:
         hook.send(text=alert.text, blocks=alert.blocks or None)
     except Exception as exc:  # the original message may carry the webhook URL

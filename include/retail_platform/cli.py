@@ -1,11 +1,12 @@
 """The `retail` command: operate the platform from a shell or CI.
 
-retail source start|stop|status|env   the private MariaDB that plays the replica
+retail sandbox start|stop|status|env  the sandbox's servers (the private MariaDB that plays the replica)
 retail generate --preset classic|prod [--scale F] [--seed N] [--variant modern|original] [--replace]
 retail generate --from-dump FILE.sql   a classicmodels dump as it is, plus ratings
 retail live --rate 2 --duration 60     keep inserting and shipping orders
 retail show                            what is in the source (read-only user)
 retail pipeline                        the main job end to end (./platform run)
+retail recommender|shoppers|api|consumer|serve|dashboard|up|down ...   see ROOM_COMMANDS
 """
 
 from __future__ import annotations
@@ -17,49 +18,35 @@ import os
 import sys
 from pathlib import Path
 
-from retail_platform.settings import Settings, conn_env_var
+from retail_platform.settings import Settings
 
 
-def _cmd_source(args) -> int:
-    from retail_platform.source.connection import configured_connection
-    from retail_platform.source.local_mariadb import LocalMariaDB
+def _cmd_sandbox(args) -> int:
+    """The sandbox's servers: start them, stop them, or print their connections for a shell."""
+    from retail_platform.sandbox import launcher
 
-    settings = Settings.from_env()
-    configured = configured_connection(settings.source_conn_id)
-    if configured is not None and args.action in ("start", "stop"):
-        print(
-            f"{conn_env_var(settings.source_conn_id)} is set: the source is {configured.describe()}; "
-            "the private instance is not used"
-        )
-        return 0
-    instance = LocalMariaDB.from_settings(settings)
     if args.action == "start":
-        instance.ensure_running()
-        print(f"private MariaDB running on 127.0.0.1:{instance.port} (data in {instance.datadir})")
+        env = launcher.start(only=set(args.part) if args.part else None)
+        for part in launcher.sandbox_parts():
+            if part.is_running():
+                print(f"{part.name}: {part.describe()}")
+        print(f"connections: {', '.join(sorted(env)) or 'none (the environment sets them all)'}")
     elif args.action == "stop":
-        instance.stop()
-        print("private MariaDB stopped")
+        print(f"stopped: {', '.join(launcher.stop()) or 'nothing was running'}")
     elif args.action == "status":
-        if configured is not None:
-            print(f"source: {configured.describe()} (from {conn_env_var(settings.source_conn_id)})")
-        elif instance.is_running():
-            print(
-                f"private MariaDB running on 127.0.0.1:{instance.port}; reader "
-                f"{instance.connection('reader').describe()}"
-            )
-        else:
-            print("private MariaDB not running")
-            return 1
+        running = [p for p in launcher.sandbox_parts() if p.is_running()]
+        for part in launcher.sandbox_parts():
+            print(f"{part.name}: {part.describe() if part in running else 'not running'}")
+        return 0 if running else 1
     elif args.action == "env":
-        instance.ensure_running()
-        # For a shell: export the connections Airflow and dbt read. Contains passwords.
-        for role, conn_id in (("reader", settings.source_conn_id), ("admin", settings.admin_conn_id)):
-            print(f"export {conn_env_var(conn_id)}='{instance.connection(role).url()}'")
+        # For a shell or ./platform: export the running parts' connections. Contains passwords.
+        env = launcher.start() if args.start else launcher.running_env()
+        print(launcher.export_lines(env), end="")
     return 0
 
 
 def _cmd_generate(args) -> int:
-    from retail_platform.source.seed import seed_source
+    from retail_platform.sandbox.seed import seed_source
 
     summary = seed_source(
         preset=args.preset,
@@ -75,11 +62,11 @@ def _cmd_generate(args) -> int:
 
 
 def _cmd_live(args) -> int:
-    from retail_platform.generator.live import run_live
-    from retail_platform.source.connection import source_connection
+    from retail_platform.sandbox.generator.live import run_live
+    from retail_platform.sandbox.seed import sandbox_source
 
     settings = Settings.from_env()
-    admin = source_connection("admin", settings)
+    _, admin = sandbox_source(settings)
     stats = run_live(
         admin,
         rate_per_s=args.rate,
@@ -93,7 +80,7 @@ def _cmd_live(args) -> int:
 
 
 def _cmd_show(args) -> int:
-    from retail_platform.source.seed import source_row_counts
+    from retail_platform.sandbox.seed import source_row_counts
 
     counts = source_row_counts()
     width = max(map(len, counts), default=5)
@@ -103,7 +90,7 @@ def _cmd_show(args) -> int:
 
 
 def _cmd_pipeline(args) -> int:
-    from retail_platform.pipeline import run_pipeline
+    from retail_platform.sandbox.pipeline import run_pipeline
 
     return run_pipeline(
         preset=args.preset,
@@ -132,7 +119,7 @@ def _cmd_contract(args) -> int:
         previous = (
             load_contract(settings.contract_path) if args.merge and settings.contract_path.exists() else None
         )
-        live = read_live_schema(source_connection("reader", settings))
+        live = read_live_schema(source_connection(settings))
         contract = bootstrap_contract(live, previous=previous, only_tables=args.table or None)
         text = contract.to_yaml()
         if args.output == "-":
@@ -193,8 +180,9 @@ def _cmd_warehouse(args) -> int:
     if args.action == "prepare":
         print(f"manifest: {ensure_manifest(settings)}")
     elif args.action == "build":
-        run_dbt(["run-operation", "register_lake_sources"], settings)
-        run_dbt(["build", *args.dbt_args], settings)
+        from retail_platform.warehouse.transform import build_and_publish
+
+        print(json.dumps(build_and_publish(settings, args.dbt_args), default=str))
     elif args.action == "export":
         from retail_platform.warehouse.export import export_training_table
 
@@ -278,9 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("source", help="the private MariaDB instance")
+    p = sub.add_parser(
+        "sandbox", help="the sandbox's servers (private MariaDB, ...): start, stop, status, env"
+    )
     p.add_argument("action", choices=["start", "stop", "status", "env"])
-    p.set_defaults(func=_cmd_source)
+    p.add_argument("--part", action="append", help="start: only these parts (repeatable)")
+    p.add_argument("--start", action="store_true", help="env: start the parts first")
+    p.set_defaults(func=_cmd_sandbox)
 
     p = sub.add_parser("generate", help="build the source database")
     _add_generation_args(p)
@@ -347,7 +339,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands whose room has a command line of its own: `retail <command> ...` runs `<module>.main(args)`.
+ROOM_COMMANDS = {
+    "recommender": "retail_platform.recommender.cli",  # train, evaluate, versions, publish, rollback
+    "shoppers": "retail_platform.serving.simulator",  # the shopper simulator (events on the stream)
+    "api": "retail_platform.serving.api",  # the recommendation API (uvicorn)
+    "consumer": "retail_platform.serving.consumer",  # the stream consumer
+    "serve": "retail_platform.sandbox.serving",  # sandbox: the stream, vector database, consumer and API
+    "dashboard": "retail_platform.sandbox.superset",  # sandbox: Superset with the dashboards as code
+    "up": "retail_platform.sandbox.stack",  # sandbox: the whole platform on its schedules
+    "down": "retail_platform.sandbox.stack",
+}
+
+
+def _room_command(argv: list[str]) -> int:
+    import importlib
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(ROOM_COMMANDS[argv[0]])
+    return module.main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ROOM_COMMANDS:
+        return _room_command(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

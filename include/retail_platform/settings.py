@@ -1,7 +1,10 @@
 """The platform's configuration: every setting comes from an environment variable.
 
-One place lists them all (``SETTINGS_DOC`` feeds the README table), so that the
-embedded defaults and production differ only by environment.
+This module holds the platform-wide settings; a room with settings of its own (the recommender,
+serving, the dashboard, the sandbox) keeps them in its own ``settings.py`` with its own
+``SETTINGS_DOC``, listed in ``SETTINGS_MODULES``. A test checks that the README's configuration
+table lists every setting the code reads, so embedded defaults and production differ only by
+environment.
 """
 
 from __future__ import annotations
@@ -10,22 +13,27 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from retail_platform.errors import ConfigurationError
+
 PROJECT_DIR_DEFAULT = Path(__file__).resolve().parents[2]
+
+
+class SettingError(ConfigurationError):
+    pass
+
+
+# Rooms with settings of their own: each module has a SETTINGS_DOC like the one below.
+SETTINGS_MODULES = ["retail_platform.settings", "retail_platform.sandbox.settings"]
 
 # (variable, default, meaning) — the README's configuration table is checked against this.
 SETTINGS_DOC: list[tuple[str, str, str]] = [
     ("RETAIL_STATE_DIR", "<project>/.state", "local state: private MariaDB, lake, DuckDB file, Airflow home"),
     (
         "AIRFLOW_CONN_CLASSICMODELS_REPLICA",
-        "private MariaDB",
-        "read-only source connection (mysql://user:pass@host:port/classicmodels); extraction uses only this",
+        "required (./platform: the sandbox's MariaDB)",
+        "read-only source connection (mysql://user:pass@host:port/classicmodels), from the environment or any "
+        "Airflow connection backend; extraction and the schema watch use only this",
     ),
-    (
-        "AIRFLOW_CONN_CLASSICMODELS_ADMIN",
-        "private MariaDB",
-        "seeding connection for the data generator; never used by the pipelines",
-    ),
-    ("RETAIL_MARIADB_PORT", "a free port", "TCP port of the private MariaDB instance (127.0.0.1 only)"),
     ("RETAIL_LAKE_URI", "<state>/lake", "lake root: a local folder or s3://bucket/prefix"),
     ("RETAIL_S3_ENDPOINT_URL", "AWS", "S3 endpoint override (moto's server in tests)"),
     ("RETAIL_EXTRACT_ENGINE", "local", "local (in-process streaming extractor) or glue (AWS Glue job)"),
@@ -65,13 +73,27 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
         "Secrets Manager secret the Glue job reads the replica's reader credentials from",
     ),
     ("DBT_TARGET", "local", "dbt target: local (DuckDB) or prod (Redshift)"),
+    ("REDSHIFT_HOST", "none", "prod target: the Redshift cluster's host (dbt reads the REDSHIFT_* settings)"),
+    ("REDSHIFT_PORT", "5439", "prod target: its port"),
+    ("REDSHIFT_USER", "dbt", "prod target: the user dbt builds as"),
+    ("REDSHIFT_PASSWORD", "none", "prod target: its password (from a secret, never the repository)"),
+    ("REDSHIFT_DATABASE", "retail", "prod target: the database"),
+    ("REDSHIFT_SCHEMA", "public", "prod target: the default schema (models go to staging, analytics, ml)"),
+    ("REDSHIFT_SPECTRUM_DATABASE", "retail_lake", "prod target: the Glue Data Catalog database of the lake"),
+    ("REDSHIFT_SPECTRUM_ROLE_ARN", "none", "prod target: the IAM role Spectrum reads the lake with"),
+    ("REDSHIFT_UNLOAD_ROLE_ARN", "none", "prod target: the IAM role UNLOAD exports the training table with"),
     (
         "RETAIL_DBT_EXECUTION_MODE",
         "local",
         "cosmos: local (one dbt run per model task; for `airflow dags test`) or watcher (one dbt build, "
         "tasks report each model; for a scheduler with a triggerer)",
     ),
-    ("RETAIL_DUCKDB_PATH", "<state>/warehouse/retail.duckdb", "the local warehouse file"),
+    (
+        "RETAIL_DUCKDB_PATH",
+        "<state>/warehouse/retail.duckdb",
+        "the published local warehouse readers open (a link to the newest build that passed its tests; "
+        "dbt builds in build/ beside it)",
+    ),
     (
         "AIRFLOW_CONN_SLACK_ALERTS",
         "unset",
@@ -86,8 +108,6 @@ class Settings:
     project_dir: Path
     state_dir: Path
     source_conn_id: str
-    admin_conn_id: str
-    mariadb_port: int | None
     lake_uri: str
     s3_endpoint_url: str | None
     extract_engine: str
@@ -108,10 +128,6 @@ class Settings:
     alerts_file: Path
 
     @property
-    def local_mariadb_dir(self) -> Path:
-        return self.state_dir / "mariadb"
-
-    @property
     def ground_truth_dir(self) -> Path:
         return self.state_dir / "ground_truth"
 
@@ -124,30 +140,22 @@ class Settings:
         env = os.environ if environ is None else environ
         project_dir = Path(env.get("RETAIL_PROJECT_DIR") or PROJECT_DIR_DEFAULT).resolve()
         state_dir = Path(env.get("RETAIL_STATE_DIR") or project_dir / ".state").resolve()
-        engine = env.get("RETAIL_EXTRACT_ENGINE", "local")
-        if engine not in ("local", "glue"):
-            raise ValueError(f"RETAIL_EXTRACT_ENGINE must be 'local' or 'glue', got {engine!r}")
-        target = env.get("DBT_TARGET", "local")
-        if target not in ("local", "prod"):
-            raise ValueError(f"DBT_TARGET must be 'local' or 'prod', got {target!r}")
-        dbt_mode = env.get("RETAIL_DBT_EXECUTION_MODE", "local")
-        if dbt_mode not in ("local", "watcher"):
-            raise ValueError(f"RETAIL_DBT_EXECUTION_MODE must be 'local' or 'watcher', got {dbt_mode!r}")
+        engine = choice_setting(env, "RETAIL_EXTRACT_ENGINE", ("local", "glue"))
+        target = choice_setting(env, "DBT_TARGET", ("local", "prod"))
+        dbt_mode = choice_setting(env, "RETAIL_DBT_EXECUTION_MODE", ("local", "watcher"))
         return cls(
             project_dir=project_dir,
             state_dir=state_dir,
             source_conn_id="classicmodels_replica",
-            admin_conn_id="classicmodels_admin",
-            mariadb_port=_int(env, "RETAIL_MARIADB_PORT", None),
             lake_uri=env.get("RETAIL_LAKE_URI") or str(state_dir / "lake"),
             s3_endpoint_url=env.get("RETAIL_S3_ENDPOINT_URL") or None,
             extract_engine=engine,
             extract_schedule=env.get("RETAIL_EXTRACT_SCHEDULE", "0 * * * *"),
             schema_watch_schedule=env.get("RETAIL_SCHEMA_WATCH_SCHEDULE") or "*/10 * * * *",
-            schema_reminder_hours=_float(env, "RETAIL_SCHEMA_REMINDER_HOURS", 24.0),
-            max_replication_lag_s=_float(env, "RETAIL_MAX_REPLICATION_LAG_S", 300.0),
-            replica_pool_slots=_int(env, "RETAIL_REPLICA_POOL_SLOTS", 2),
-            statement_timeout_s=_int(env, "RETAIL_STATEMENT_TIMEOUT_S", 900),
+            schema_reminder_hours=float_setting(env, "RETAIL_SCHEMA_REMINDER_HOURS", 24.0),
+            max_replication_lag_s=float_setting(env, "RETAIL_MAX_REPLICATION_LAG_S", 300.0),
+            replica_pool_slots=int_setting(env, "RETAIL_REPLICA_POOL_SLOTS", 2),
+            statement_timeout_s=int_setting(env, "RETAIL_STATEMENT_TIMEOUT_S", 900),
             contract_path=Path(
                 env.get("RETAIL_CONTRACT_PATH") or project_dir / "include" / "contracts" / "classicmodels.yml"
             ),
@@ -170,16 +178,20 @@ def _number(env, name: str, default, parse, kind: str):
     try:
         return parse(raw)
     except ValueError:
-        raise ValueError(f"setting {name} must be {kind}, got {raw!r}") from None
+        raise SettingError(f"setting {name} must be {kind}, got {raw!r}") from None
 
 
-def _int(env, name: str, default):
+def int_setting(env, name: str, default):
     return _number(env, name, default, int, "an integer")
 
 
-def _float(env, name: str, default: float) -> float:
+def float_setting(env, name: str, default: float) -> float:
     return _number(env, name, default, float, "a number")
 
 
-def conn_env_var(conn_id: str) -> str:
-    return f"AIRFLOW_CONN_{conn_id.upper()}"
+def choice_setting(env, name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices``; the first is the default."""
+    value = env.get(name) or choices[0]
+    if value not in choices:
+        raise SettingError(f"{name} must be {' or '.join(repr(c) for c in choices)}, got {value!r}")
+    return value

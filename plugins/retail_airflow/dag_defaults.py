@@ -1,18 +1,36 @@
-"""One default_args factory for every DAG: owner, retries with exponential backoff, timeouts, alerts."""
+"""One default_args factory for every DAG: owner, retries with exponential backoff, timeouts, alerts.
+
+Outages are retried with exponential backoff whose worst case (all retries, longest jitter) stays
+well inside the shortest extraction interval we recommend (10 minutes): a run never overlaps the
+next. A configuration problem is not retried at all: no retry can fix it (the retry policy).
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
+
 from retail_airflow.notifiers import PlatformFailureNotifier
+from retail_platform.errors import ConfigurationError
+
+CONFIGURATION_ERRORS_FAIL = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception=ConfigurationError,
+            action=RetryAction.FAIL,
+            reason="a configuration problem: retrying cannot fix it",
+        )
+    ]
+)
 
 
 def platform_default_args(
     owner: str,
     *,
     retries: int = 3,
-    retry_delay: timedelta = timedelta(seconds=30),
-    max_retry_delay: timedelta = timedelta(minutes=10),
+    retry_delay: timedelta = timedelta(seconds=20),
+    max_retry_delay: timedelta = timedelta(minutes=2),
     execution_timeout: timedelta = timedelta(minutes=30),
 ) -> dict:
     return {
@@ -21,6 +39,7 @@ def platform_default_args(
         "retry_delay": retry_delay,
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": max_retry_delay,
+        "retry_policy": CONFIGURATION_ERRORS_FAIL,
         "execution_timeout": execution_timeout,
         "on_failure_callback": PlatformFailureNotifier(),
     }

@@ -74,5 +74,19 @@ def dbt_build_group(
             exclude=exclude or [],
             emit_datasets=False,  # the DAG publishes its own Assets once the whole build passed
         ),
-        operator_args={"install_deps": False} if watcher else {"install_deps": False, "pool": WAREHOUSE_POOL},
+        # A failed node is reported once for the whole build (report_failed_build), not per task.
+        operator_args={"install_deps": False, "on_failure_callback": None}
+        | ({} if watcher else {"pool": WAREHOUSE_POOL}),
     )
+
+
+def report_after_whole_group(group: DbtTaskGroup, report) -> None:
+    """Run ``report`` once every task of the build has finished (not only its last ones)."""
+    for task_ in group.iter_tasks():
+        task_ >> report
+
+
+def failed_tasks_in_group(ti, dag_run, group_id: str = "dbt_build") -> list[str]:
+    """The tasks of this run's build that failed themselves (not merely upstream of a failure)."""
+    states = ti.get_task_states(dag_id=dag_run.dag_id, task_group_id=group_id, run_ids=[dag_run.run_id])
+    return sorted(task_id for task_id, state in states.get(dag_run.run_id, {}).items() if state == "failed")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from retail_platform.alerts import ConsequentialFailure
+from retail_platform.errors import ConsequentialFailure
 
 
 class CriticalTablesFailed(RuntimeError):

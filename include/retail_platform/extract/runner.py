@@ -8,15 +8,15 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from retail_platform.alerts import ConsequentialFailure
 from retail_platform.contract.model import load_contract
+from retail_platform.errors import ConsequentialFailure
 from retail_platform.extract.local_engine import extract_batch
 from retail_platform.extract.plan import plan_extraction
 from retail_platform.lake.batches import RawLake
 from retail_platform.lake.storage import LakeStorage
 from retail_platform.settings import Settings
 from retail_platform.source import health
-from retail_platform.source.connection import connect, source_connection
+from retail_platform.source.connection import source_connection
 from retail_platform.source.introspect import read_live_schema
 from retail_platform.state import PlatformState
 
@@ -48,14 +48,16 @@ def plan_run(
     from retail_platform.schema_watch.watch import evaluate_drift, lineage_for, protect
 
     contract = load_contract(settings.contract_path)
-    reader = source_connection("reader", settings)
-    conn = connect(reader, connect_timeout=10)  # a down replica raises: the task retries with backoff
+    reader = source_connection(settings)
+    state = state_for(settings, contract.source.name)
+    # A replica that answered before and does not now is an outage (the task retries with backoff);
+    # one that never answered has a wrong host or port (a configuration error: no retries).
+    conn = health.connect_checked(state, reader, connect_timeout=10)
     try:
         live = read_live_schema(reader, conn)
         replica = health.assess_replica(conn, settings.max_replication_lag_s)
     finally:
         conn.close()
-    state = state_for(settings, contract.source.name)
     channel = contract.source.downstream_channel
     health.report(state, replica, channel=channel, details={"run_url": run_url}, settings=settings)
     _, resumed = protect(state, contract, evaluate_drift(contract, live, lineage_for(settings)))
@@ -81,7 +83,7 @@ def run_local(settings: Settings, plan: dict) -> dict:
     """Extract one planned table with the local engine; returns a small summary for XCom."""
     manifest = extract_batch(
         plan,
-        reader=source_connection("reader", settings),
+        reader=source_connection(settings),
         lake=lake_for(settings, plan["source"]),
         statement_timeout_s=settings.statement_timeout_s,
     )

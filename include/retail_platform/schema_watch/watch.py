@@ -15,8 +15,8 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
-from retail_platform.alerts import ConsequentialFailure
 from retail_platform.contract.model import Contract, load_contract
+from retail_platform.errors import ConsequentialFailure
 from retail_platform.schema_watch.changes import (
     BREAKING,
     Change,
@@ -28,7 +28,7 @@ from retail_platform.schema_watch.changes import (
 from retail_platform.schema_watch.lineage import load_index
 from retail_platform.settings import Settings
 from retail_platform.source import health
-from retail_platform.source.connection import connect, source_connection
+from retail_platform.source.connection import SourceUnreachable, source_connection
 from retail_platform.source.introspect import LiveSchema, read_live_schema
 from retail_platform.state import PlatformState, utcnow_iso
 
@@ -95,22 +95,18 @@ def run_watch(
     from retail_platform.extract.runner import state_for
 
     state = state_for(settings, contract.source.name)
-    reader = source_connection("reader", settings)
+    reader = source_connection(settings)
     channel = contract.source.downstream_channel
     started = time.perf_counter()
     try:
-        conn = connect(reader, connect_timeout=10)
+        conn = health.connect_checked(state, reader, connect_timeout=10)
         try:
             live = read_live_schema(reader, conn)
             query_s = time.perf_counter() - started
             replica = health.assess_replica(conn, settings.max_replication_lag_s)
         finally:
             conn.close()
-    except Exception as exc:
-        import MySQLdb
-
-        if not isinstance(exc, MySQLdb.OperationalError):
-            raise
+    except SourceUnreachable as exc:
         health.report_outage(
             state,
             f"{type(exc).__name__}: {exc}",

@@ -1,18 +1,30 @@
-"""MySQL/MariaDB connection details, from Airflow connections in the environment.
+"""MySQL/MariaDB connections to the source, from Airflow connections.
 
-An Airflow connection may be given as a URI (``mysql://user:pass@host:3306/db``) or
-as JSON (``{"conn_type": "mysql", "host": ..., "login": ..., ...}``). Without one,
-the platform's private MariaDB instance provides both roles.
+The connection comes from Airflow's lookup (``retail_platform.connections``): an
+``AIRFLOW_CONN_<ID>`` variable (URI or JSON), the metadata database or a secrets backend.
+A missing or malformed connection, or one the server refuses (wrong password, unknown
+database), is a configuration error; a server that does not answer is ``SourceUnreachable``,
+which the caller turns into an outage (retried) or, for a source that never answered, a
+configuration error.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import quote
 
-from retail_platform.settings import Settings, conn_env_var
+from retail_platform.connections import ConnectionMalformed, ConnectionRecord, lookup_connection
+from retail_platform.errors import ConfigurationError
+from retail_platform.settings import Settings
+
+# MySQL/MariaDB client errors that say the configuration, not the server's health, is wrong.
+ACCESS_DENIED = 1045
+DB_ACCESS_DENIED = 1044
+UNKNOWN_DATABASE = 1049
+UNKNOWN_HOST = 2005
+CONFIGURATION_ERRNOS = {ACCESS_DENIED, DB_ACCESS_DENIED, UNKNOWN_DATABASE, UNKNOWN_HOST}
+# The server did not answer, or went away: an outage when it answered before.
+UNREACHABLE_ERRNOS = {2002, 2003, 2006, 2013}
 
 
 @dataclass(frozen=True)
@@ -46,90 +58,80 @@ class MySQLConnectionInfo:
         """Where it points, without the password: safe for logs."""
         return f"{self.user}@{self.host}:{self.port}/{self.database}"
 
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}/{self.database}"
+
     def with_database(self, database: str) -> MySQLConnectionInfo:
         return MySQLConnectionInfo(
             self.host, self.port, self.user, self.password, database, self.unix_socket, self.conn_id
         )
 
 
-class ConnectionConfigError(ValueError):
+class SourceConfigurationError(ConfigurationError):
     pass
 
 
-def parse_airflow_connection(conn_id: str, raw: str) -> MySQLConnectionInfo:
-    """Parse an AIRFLOW_CONN_* value (URI or JSON) for a MySQL connection."""
-    raw = raw.strip()
-    env_name = conn_env_var(conn_id)
-    if raw.startswith("{"):
-        try:
-            doc = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ConnectionConfigError(f"{env_name}: invalid JSON ({exc.msg})") from None
-        conn_type = doc.get("conn_type", "mysql")
-        extra = doc.get("extra") or {}
-        if isinstance(extra, str):
-            extra = json.loads(extra) if extra else {}
-        host, port = doc.get("host"), doc.get("port") or 3306
-        user, password, database = doc.get("login"), doc.get("password") or "", doc.get("schema")
-    else:
-        parts = urlsplit(raw)
-        conn_type = parts.scheme
-        host, user = parts.hostname, unquote(parts.username or "")
-        password = unquote(parts.password or "")
-        port = parts.port or 3306
-        database = unquote(parts.path.lstrip("/"))
-        extra = dict(parse_qsl(parts.query))
-    if conn_type not in ("mysql", "mariadb"):
-        raise ConnectionConfigError(f"{env_name}: conn_type must be mysql, got {conn_type!r}")
-    missing = [name for name, value in (("host", host), ("login", user), ("schema", database)) if not value]
-    if missing:
-        raise ConnectionConfigError(f"{env_name}: missing {', '.join(missing)}")
+class SourceUnreachable(RuntimeError):
+    """The source did not answer (refused, timed out, went away)."""
+
+    def __init__(self, info: MySQLConnectionInfo, detail: str):
+        super().__init__(
+            f"the source {info.describe()} (connection {info.conn_id!r}) did not answer: {detail}"
+        )
+        self.info = info
+
+
+def mysql_info(record: ConnectionRecord) -> MySQLConnectionInfo:
+    if record.conn_type not in ("mysql", "mariadb"):
+        raise ConnectionMalformed(
+            f"connection {record.conn_id!r} ({record.origin}) must be of type mysql, got {record.conn_type!r}"
+        )
+    record.require("host", "login", "schema")
     return MySQLConnectionInfo(
-        host=host,
-        port=int(port),
-        user=user,
-        password=password,
-        database=database,
-        unix_socket=extra.get("unix_socket"),
-        conn_id=conn_id,
+        host=record.host,
+        port=record.port or 3306,
+        user=record.login,
+        password=record.password or "",
+        database=record.schema,
+        unix_socket=record.extra.get("unix_socket"),
+        conn_id=record.conn_id,
     )
 
 
-def configured_connection(conn_id: str, environ=None) -> MySQLConnectionInfo | None:
-    env = os.environ if environ is None else environ
-    raw = env.get(conn_env_var(conn_id))
-    return parse_airflow_connection(conn_id, raw) if raw else None
+def parse_airflow_connection(conn_id: str, raw: str) -> MySQLConnectionInfo:
+    """A MySQL connection from an AIRFLOW_CONN_* value (URI or JSON)."""
+    from retail_platform.connections import parse_connection
+
+    return mysql_info(parse_connection(conn_id, raw))
 
 
-def source_connection(role: str = "reader", settings: Settings | None = None) -> MySQLConnectionInfo:
-    """The source connection for a role: 'reader' (extraction, watch) or 'admin' (seeding).
-
-    A configured Airflow connection wins; otherwise the private MariaDB instance is used
-    (started if needed).
-    """
+def source_connection(settings: Settings | None = None) -> MySQLConnectionInfo:
+    """The read-only source connection (extraction, schema watch); never a sandbox server."""
     settings = settings or Settings.from_env()
-    conn_id = {"reader": settings.source_conn_id, "admin": settings.admin_conn_id}[role]
-    info = configured_connection(conn_id)
-    if info is not None:
-        return info
-    if role == "admin" and configured_connection(settings.source_conn_id) is not None:
-        raise ConnectionConfigError(
-            f"{conn_env_var(settings.source_conn_id)} points at an external source, but "
-            f"{conn_env_var(settings.admin_conn_id)} is not set: the generator needs an admin "
-            "connection to seed it, and never writes through the read-only one"
-        )
-    from retail_platform.source.local_mariadb import LocalMariaDB
-
-    instance = LocalMariaDB.from_settings(settings).ensure_running()
-    return instance.connection(role)
+    return mysql_info(lookup_connection(settings.source_conn_id))
 
 
 def connect(info: MySQLConnectionInfo, **extra):
-    """A mysqlclient (MySQLdb) connection in UTC with utf8mb4."""
+    """A mysqlclient (MySQLdb) connection in UTC with utf8mb4.
+
+    Raises SourceConfigurationError when the server refuses the connection's settings, and
+    SourceUnreachable when it does not answer."""
     import MySQLdb
 
     kwargs = info.mysqlclient_kwargs(charset="utf8mb4", use_unicode=True, **extra)
-    conn = MySQLdb.connect(**kwargs)
+    try:
+        conn = MySQLdb.connect(**kwargs)
+    except MySQLdb.OperationalError as exc:
+        code = exc.args[0] if exc.args else None
+        if code in CONFIGURATION_ERRNOS:
+            raise SourceConfigurationError(
+                f"connection {info.conn_id or info.describe()!r} to {info.endpoint} was refused: "
+                f"{exc.args[1] if len(exc.args) > 1 else exc}; check its login, password and schema"
+            ) from None
+        if code in UNREACHABLE_ERRNOS:
+            raise SourceUnreachable(info, str(exc.args[1] if len(exc.args) > 1 else exc)) from exc
+        raise
     with conn.cursor() as cur:
         cur.execute("SET time_zone = '+00:00'")
     return conn

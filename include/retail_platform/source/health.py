@@ -11,6 +11,8 @@ import logging
 from dataclasses import dataclass
 
 from retail_platform.alerts import Alert, context, deliver, header, section
+from retail_platform.errors import ConfigurationError
+from retail_platform.source.connection import MySQLConnectionInfo, SourceUnreachable, connect
 from retail_platform.state import PlatformState, utcnow_iso
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,31 @@ def report_healthy(
     deliver(_alert("source_recovered", title, text, channel, details or {}), settings)
     state.put({"status": "up", "since": utcnow_iso(), "previous_outage": doc}, "health.json")
     return True
+
+
+class SourceNeverAnswered(ConfigurationError):
+    pass
+
+
+def connect_checked(state: PlatformState, info: MySQLConnectionInfo, **options):
+    """Connect to the source, remembering that it answered.
+
+    A source that does not answer is an outage when it answered before (SourceUnreachable, retried)
+    and a configuration error when it never did: a wrong host or port would only retry in vain."""
+    answered = state.get("connections.json") or {}
+    try:
+        conn = connect(info, **options)
+    except SourceUnreachable as exc:
+        if answered.get(info.conn_id, {}).get("endpoint") == info.endpoint:
+            raise
+        raise SourceNeverAnswered(
+            f"connection {info.conn_id!r} points at {info.endpoint}, which has never answered: {exc}. "
+            "Check the connection's host and port"
+        ) from exc
+    if answered.get(info.conn_id, {}).get("endpoint") != info.endpoint:
+        answered[info.conn_id] = {"endpoint": info.endpoint, "first_answered": utcnow_iso()}
+        state.put(answered, "connections.json")
+    return conn
 
 
 ACCESS_DENIED = (1227, 1142, 1044, 1045)  # MySQL/MariaDB privilege errors

@@ -17,11 +17,15 @@ class DbtCommandFailed(RuntimeError):
 
 
 def dbt_env(settings: Settings) -> dict[str, str]:
-    """What profiles.yml and dbt_project.yml read through env_var()."""
-    settings.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+    """What profiles.yml and dbt_project.yml read through env_var(). dbt writes the build file,
+    never the published snapshot readers open (write-audit-publish, ``snapshots``)."""
+    from retail_platform.warehouse.snapshots import build_path
+
+    build = build_path(settings)
+    build.parent.mkdir(parents=True, exist_ok=True)
     return {
         "RETAIL_LAKE_URI": settings.lake_uri,
-        "RETAIL_DUCKDB_PATH": str(settings.duckdb_path),
+        "RETAIL_DUCKDB_BUILD_PATH": str(build),
         "RETAIL_STATE_DIR": str(settings.state_dir),
         "DBT_TARGET": settings.dbt_target,
         "DBT_PROFILES_DIR": str(settings.dbt_project_dir),
@@ -49,12 +53,7 @@ def run_dbt(args: list[str], settings: Settings | None = None):
     from dbt.cli.main import dbtRunner
 
     settings = settings or Settings.from_env()
-    project = str(settings.dbt_project_dir)
-    full = [*args, "--project-dir", project, "--profiles-dir", project]
-    if not {"compile", "parse", "docs"} & set(args):
-        # Other commands write a manifest without compiled SQL: keep them away from the compiled
-        # one that cosmos renders from and the schema watch reads lineage from.
-        full += ["--target-path", str(settings.dbt_project_dir / "target" / "runs")]
+    full = [*args, *dbt_paths(settings, compiling=bool({"compile", "parse", "docs"} & set(args)))]
     with _environment(dbt_env(settings)):
         result = dbtRunner().invoke(full)
     if not result.success:
@@ -72,8 +71,32 @@ def _failures(results) -> str:
     return "; ".join(failed) or "see the dbt log"
 
 
+def target_dir(settings: Settings) -> Path:
+    """dbt's target folder, under the state folder: each deployment (and each test run) its own."""
+    return settings.state_dir / "dbt" / "target"
+
+
+def dbt_paths(settings: Settings, *, compiling: bool) -> list[str]:
+    """Where dbt reads the project and writes its artefacts and logs.
+
+    Commands other than compile/parse/docs write a manifest without compiled SQL: they go to
+    ``runs/``, away from the compiled one that cosmos renders from and the schema watch reads."""
+    project = str(settings.dbt_project_dir)
+    target = target_dir(settings) if compiling else target_dir(settings) / "runs"
+    return [
+        "--project-dir",
+        project,
+        "--profiles-dir",
+        project,
+        "--target-path",
+        str(target),
+        "--log-path",
+        str(settings.state_dir / "dbt" / "logs"),
+    ]
+
+
 def manifest_path(settings: Settings) -> Path:
-    return settings.dbt_project_dir / "target" / "manifest.json"
+    return target_dir(settings) / "manifest.json"
 
 
 def manifest_is_stale(settings: Settings) -> bool:

@@ -44,12 +44,9 @@ def read_training_table(settings: Settings) -> pa.Table:
         raise ExportError(
             "exporting from Redshift runs UNLOAD (macro unload_training_table); this reader is DuckDB's"
         )
-    import duckdb
+    from retail_platform.warehouse.snapshots import read_only
 
-    # Opened like dbt-duckdb opens it (read-write, no config): DuckDB refuses a second connection to
-    # the same file with another configuration, which happens when tasks share a process (dag.test).
-    # The warehouse pool keeps writers apart.
-    with duckdb.connect(str(settings.duckdb_path)) as conn:
+    with read_only(settings) as conn:  # the published build: every one of its tests passed
         table = conn.sql(f"select * from {TRAINING_RELATION}").to_arrow_table()
     missing = [c for c in TRAINING_COLUMNS if c not in table.column_names]
     if missing:

@@ -19,9 +19,9 @@ def marts_summary(settings: Settings | None = None) -> dict:
     settings = settings or Settings.from_env()
     if settings.dbt_target != "local":
         return {"target": settings.dbt_target}
-    import duckdb
+    from retail_platform.warehouse.snapshots import read_only
 
-    with duckdb.connect(str(settings.duckdb_path)) as conn:  # opened as dbt-duckdb opens it
+    with read_only(settings) as conn:  # what readers see: the published build
         summary = {name: conn.execute(sql).fetchone()[0] for name, sql in SUMMARY_QUERIES.items()}
     as_of = summary["data_as_of"]
     summary["data_as_of"] = as_of.replace(tzinfo=UTC).isoformat() if as_of else None

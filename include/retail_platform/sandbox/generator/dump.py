@@ -18,17 +18,22 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from retail_platform.generator import reference as ref
-from retail_platform.generator.build import (
+from retail_platform.sandbox.generator import reference as ref
+from retail_platform.sandbox.generator.build import (
     GeneratedSource,
     affinity_of,
     draw_tastes,
     ratings_from_affinity,
 )
-from retail_platform.generator.load import SourceNotEmptyError, ensure_database, existing_tables, load_table
-from retail_platform.generator.presets import Preset
+from retail_platform.sandbox.generator.load import (
+    SourceNotEmptyError,
+    ensure_database,
+    existing_tables,
+    load_table,
+)
+from retail_platform.sandbox.generator.presets import Preset
+from retail_platform.sandbox.generator.schema import TABLE_ORDER, create_table_sql
 from retail_platform.source.connection import MySQLConnectionInfo, connect
-from retail_platform.source.schema import TABLE_ORDER, create_table_sql
 
 _SKIP = re.compile(r"^\s*(CREATE DATABASE|USE\s)", re.IGNORECASE)
 

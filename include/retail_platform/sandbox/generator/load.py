@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from retail_platform.generator.build import GeneratedSource
+from retail_platform.sandbox.generator.build import GeneratedSource
+from retail_platform.sandbox.generator.schema import TABLE_ORDER, create_table_sql
 from retail_platform.source.connection import MySQLConnectionInfo, connect
-from retail_platform.source.schema import TABLE_ORDER, create_table_sql
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 1_000_000

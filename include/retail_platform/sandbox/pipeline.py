@@ -1,6 +1,7 @@
 """The platform's main job end to end on the embedded defaults (`./platform run`).
 
-1. the source: the configured replica, or the private MariaDB instance, seeded when empty;
+1. the sandbox: its private MariaDB (unless the environment names a replica), seeded when empty;
+   its connections are handed to every process launched from here;
 2. Airflow's metadata database and pools, dbt's precompiled manifest;
 3. `airflow dags test watch_source_schema`: the replica's schema against the contract;
 4. `airflow dags test extract_replica`: the replica into the lake (atomic batches);
@@ -19,9 +20,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from retail_platform.sandbox.seed import sandbox_source, seed_source, source_is_seeded, source_row_counts
 from retail_platform.settings import Settings
-from retail_platform.source.connection import configured_connection, source_connection
-from retail_platform.source.seed import seed_source, source_is_seeded, source_row_counts
 
 log = logging.getLogger(__name__)
 POOLS = {"classicmodels_replica": None, "warehouse": 1}  # None: the replica-pool setting
@@ -87,9 +87,11 @@ def run_pipeline(
 ) -> int:
     settings = settings or Settings.from_env()
     _banner("source")
-    reader = source_connection("reader", settings)
-    where = "configured" if configured_connection(settings.source_conn_id) else "private MariaDB"
-    print(f"{where}: {reader.describe()} (read-only user)")
+    from retail_platform.connections import conn_env_var
+
+    own_source = bool(os.environ.get(conn_env_var(settings.source_conn_id)))
+    reader, _ = sandbox_source(settings)  # starts the sandbox's MariaDB unless the environment names one
+    print(f"{'configured' if own_source else 'the sandbox MariaDB'}: {reader.describe()} (read-only user)")
 
     if regenerate or not source_is_seeded(settings):
         _banner("seeding the source" + (f" from {dump}" if dump else f" (preset {preset}, seed {seed})"))
@@ -131,19 +133,18 @@ def run_pipeline(
     _banner("the lake and the marts")
     show_results(settings)
 
-    if stop_source and configured_connection(settings.source_conn_id) is None:
-        from retail_platform.source.local_mariadb import LocalMariaDB
+    if stop_source and not own_source:
+        from retail_platform.sandbox.mariadb import LocalMariaDB
 
-        LocalMariaDB.from_settings(settings).stop()
-        print("\nprivate MariaDB stopped")
+        LocalMariaDB.from_settings().stop()
+        print("\nthe sandbox MariaDB stopped")
     return 0
 
 
 def show_results(settings: Settings) -> None:
-    import duckdb
-
     from retail_platform.extract.runner import lake_for, state_for
     from retail_platform.warehouse.export import read_latest_export
+    from retail_platform.warehouse.snapshots import published_snapshot, read_only
 
     state = state_for(settings)
     checked = (state.get("schema", "latest.json") or {}).get("checked_at", "never")
@@ -157,8 +158,8 @@ def show_results(settings: Settings) -> None:
         print(f"  lake raw/classicmodels/{table}: {len(batches)} committed batches, {rows:,} rows")
     manifest, _ = read_latest_export(settings)
     print(f"  lake ml/ratings_ml_training: build {manifest['build_id']}, {manifest['row_count']:,} rows")
-    with duckdb.connect(str(settings.duckdb_path)) as conn:
-        print(f"\n  warehouse {settings.duckdb_path}:")
+    with read_only(settings) as conn:
+        print(f"\n  warehouse {settings.duckdb_path} (published build {published_snapshot(settings).name}):")
         for relation in (
             "analytics.fct_order_lines",
             "analytics.fct_hourly_demand",

@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from retail_platform.settings import Settings
+from retail_platform.connections import conn_env_var
+from retail_platform.sandbox.settings import ADMIN_CONN_ID, SandboxSettings
 from retail_platform.source.connection import MySQLConnectionInfo
 
 ADMIN_USER = "retail_admin"
@@ -88,9 +89,32 @@ class LocalMariaDB:
     # Extra mariadbd options, e.g. a binary log and server id to act as a replication primary.
     server_options: tuple[str, ...] = ()
 
+    name = "mariadb"
+
     @classmethod
-    def from_settings(cls, settings: Settings) -> LocalMariaDB:
-        return cls(settings.local_mariadb_dir, requested_port=settings.mariadb_port)
+    def from_settings(cls, settings: SandboxSettings | None = None) -> LocalMariaDB:
+        settings = settings or SandboxSettings.from_env()
+        return cls(settings.mariadb_dir, requested_port=settings.mariadb_port)
+
+    @property
+    def conn_ids(self) -> dict[str, str]:
+        """The Airflow connection ids the sandbox hands its two users out as."""
+        from retail_platform.settings import Settings
+
+        return {"reader": Settings.from_env().source_conn_id, "admin": ADMIN_CONN_ID}
+
+    @property
+    def env_names(self) -> list[str]:
+        return [conn_env_var(conn_id) for conn_id in self.conn_ids.values()]
+
+    def connection_env(self) -> dict[str, str]:
+        """``AIRFLOW_CONN_*`` variables for the processes the sandbox launches."""
+        return {
+            conn_env_var(self.conn_ids[role]): self.connection(role).url() for role in ("reader", "admin")
+        }
+
+    def describe(self) -> str:
+        return f"MariaDB on 127.0.0.1:{self.port} (data in {self.datadir})"
 
     # ------------------------------------------------------------------ paths
     @property
@@ -151,7 +175,7 @@ class LocalMariaDB:
             user=users[role]["user"],
             password=users[role]["password"],
             database=self.database,
-            conn_id=f"local_{role}",
+            conn_id=self.conn_ids[role],
         )
 
     # ------------------------------------------------------------------ lifecycle

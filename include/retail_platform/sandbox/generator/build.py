@@ -27,9 +27,9 @@ from datetime import date, datetime, time, timedelta
 import numpy as np
 import pyarrow as pa
 
-from retail_platform.generator import reference as ref
-from retail_platform.generator.presets import Preset
-from retail_platform.source.schema import VARIANTS
+from retail_platform.sandbox.generator import reference as ref
+from retail_platform.sandbox.generator.presets import Preset
+from retail_platform.sandbox.generator.schema import VARIANTS
 
 STAGES = ("customers", "employees", "products", "tastes", "orders", "spikes", "lines", "status", "ratings")
 TASTE_STRENGTH_LINE = 0.9  # how strongly line tastes steer purchases

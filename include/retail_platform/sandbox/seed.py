@@ -3,22 +3,46 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
-from retail_platform.generator.build import generate
-from retail_platform.generator.dump import load_dump
-from retail_platform.generator.load import existing_tables, load_source, write_ground_truth
-from retail_platform.generator.presets import get_preset
+from retail_platform.connections import lookup_connection
+from retail_platform.sandbox.generator.build import generate
+from retail_platform.sandbox.generator.dump import load_dump
+from retail_platform.sandbox.generator.load import existing_tables, load_source, write_ground_truth
+from retail_platform.sandbox.generator.presets import get_preset
+from retail_platform.sandbox.generator.schema import TABLE_ORDER
+from retail_platform.sandbox.settings import ADMIN_CONN_ID
 from retail_platform.settings import Settings
-from retail_platform.source.connection import connect, source_connection
-from retail_platform.source.schema import TABLE_ORDER
+from retail_platform.source.connection import MySQLConnectionInfo, connect, mysql_info
 
 log = logging.getLogger(__name__)
 
 
+def sandbox_source(settings: Settings | None = None) -> tuple[MySQLConnectionInfo, MySQLConnectionInfo]:
+    """The source's reader and admin connections, from the environment; when it sets neither, the
+    sandbox's MariaDB is started and its connections are put in this process's environment, so that
+    every process launched from here sees the same source."""
+    from retail_platform.connections import conn_env_var
+    from retail_platform.errors import ConfigurationError
+    from retail_platform.sandbox import launcher
+
+    settings = settings or Settings.from_env()
+    reader_var, admin_var = conn_env_var(settings.source_conn_id), conn_env_var(ADMIN_CONN_ID)
+    if os.environ.get(reader_var) and not os.environ.get(admin_var):
+        raise ConfigurationError(
+            f"{reader_var} points at a source of your own, but {admin_var} is not set: the generator "
+            "needs an admin connection to seed it, and never writes through the read-only one"
+        )
+    os.environ.update(launcher.start(only={"mariadb"}))
+    reader = mysql_info(lookup_connection(settings.source_conn_id, use_airflow=False))
+    admin = mysql_info(lookup_connection(ADMIN_CONN_ID, use_airflow=False))
+    return reader, admin
+
+
 def source_is_seeded(settings: Settings | None = None) -> bool:
-    reader = source_connection("reader", settings)
+    reader, _ = sandbox_source(settings)
     conn = connect(reader)
     try:
         return set(TABLE_ORDER) <= set(existing_tables(conn, reader.database))
@@ -39,7 +63,7 @@ def seed_source(
 ) -> dict:
     """Build the source with the admin connection; returns a summary with timings."""
     settings = settings or Settings.from_env()
-    admin = source_connection("admin", settings)
+    _, admin = sandbox_source(settings)
     truth_dir = truth_dir or settings.ground_truth_dir / admin.database
     started = time.perf_counter()
     if dump is not None:
@@ -67,7 +91,7 @@ def seed_source(
 
 def source_row_counts(settings: Settings | None = None) -> dict[str, int]:
     """Row counts per source table, read with the read-only user."""
-    reader = source_connection("reader", settings)
+    reader, _ = sandbox_source(settings)
     conn = connect(reader)
     try:
         present = set(existing_tables(conn, reader.database))
