@@ -17,11 +17,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_FILES = sorted(p for p in (ROOT / "dags").glob("*.py") if not p.name.startswith("_"))
-EXPECTED_DAGS = {"extract_replica", "transform_warehouse", "watch_source_schema"}
+EXPECTED_DAGS = {"extract_replica", "transform_warehouse", "watch_source_schema", "retrain_recommender"}
 # Connection ids anything in the platform looks up.
 KNOWN_CONNECTIONS = {
     "classicmodels_replica": "mysql://reader:secret@127.0.0.1:{port}/classicmodels",
     "slack_alerts": "slackwebhook://:T0/B0/secret@127.0.0.1:{port}/services",
+    "retail_vectors": "postgresql://retail_vectors:secret@127.0.0.1:{port}/retail",
     "aws_default": '{{"conn_type": "aws", "extra": {{"endpoint_url": "http://127.0.0.1:{port}"}}}}',
 }
 

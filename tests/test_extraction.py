@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -61,19 +62,10 @@ def source_rows(sql, info, table, columns):
     return sorted((tuple(normalise(v) for v in row) for row in rows), key=repr)
 
 
-def lake_rows(lake: RawLake, table: str, columns, *, dedupe_on=None):
+def lake_rows(lake: RawLake, table: str, columns):
+    """Every row readers of the lake see (all committed batches), as sorted tuples."""
     data = lake.read_table(table)
     rows = data.to_pylist() if data is not None else []
-    if dedupe_on:
-        # What staging does: the latest version of each primary key wins.
-        latest = {}
-        order = [c for c in ("updated_at", "_extracted_at") if c in data.column_names]
-        for row in rows:
-            key = tuple(row[k] for k in dedupe_on)
-            rank = tuple(row[c] for c in order)
-            if key not in latest or rank >= latest[key][0]:
-                latest[key] = (rank, row)
-        rows = [row for _, row in latest.values()]
     return sorted((tuple(normalise(r[c]) for c in columns) for r in rows), key=repr)
 
 
@@ -185,15 +177,56 @@ def test_live_writes_during_runs_lose_nothing_and_duplicate_nothing(
     extract_all(source, lake, start, datetime.now(UTC) + timedelta(seconds=1))
     changed = sql.query(source, "SELECT COUNT(*) FROM orders WHERE orderDate = CURDATE()")[0][0]
     assert changed > 50, "the live writer should have inserted orders during the runs"
+    staging = build_staging(tmp_path, lake)
     for table in TABLES:
-        spec = CONTRACT.tables[table]
-        landed = set(lake.read_table(table).column_names)
-        columns = [c.name for c in spec.columns if c.name in landed]  # optional columns may be absent
-        assert lake_rows(lake, table, columns, dedupe_on=spec.primary_key) == source_rows(
-            sql, source, table, columns
-        ), f"{table}: staged lake differs from the source"
-    batches = lake.committed_batches("orders")
-    assert len(batches) == 5 and sum(b["row_count"] for b in batches) >= batches[0]["row_count"]
+        staged_columns, staged = staging[table]
+        pairs = [
+            (c.name, snake(c.name)) for c in CONTRACT.tables[table].columns if snake(c.name) in staged_columns
+        ]
+        got = sorted(
+            (tuple(normalise(r[staged_columns.index(s)]) for _, s in pairs) for r in staged), key=repr
+        )
+        assert got == source_rows(sql, source, table, [c for c, _ in pairs]), (
+            f"{table}: staging differs from the source"
+        )
+    # Each append-only batch holds exactly the source's rows in its key range (they never change).
+    for batch in lake.committed_batches("orderdetails"):
+        lower, upper = batch["cursor"]["lower"], batch["cursor"]["upper"]
+        where = " AND ".join(
+            p for p in (f"orderNumber >= {lower}" if lower is not None else "", f"orderNumber < {upper}") if p
+        )
+        assert (
+            batch["row_count"] == sql.query(source, f"SELECT COUNT(*) FROM orderdetails WHERE {where}")[0][0]
+        )
+    assert len(lake.committed_batches("orders")) == 5
+
+
+def snake(name: str) -> str:
+    """Staging's column name for a source column (customerNumber -> customer_number, MSRP -> msrp)."""
+    return name.lower() if name.isupper() else re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def build_staging(tmp_path: Path, lake: RawLake) -> dict[str, tuple[list[str], list[tuple]]]:
+    """The dbt staging models built over this lake (what every mart reads): columns and rows per table."""
+    import duckdb
+
+    from retail_platform.settings import Settings
+    from retail_platform.warehouse.dbt_runner import run_dbt
+    from retail_platform.warehouse.snapshots import build_path
+    from retail_platform.warehouse.transform import prepare_build
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RETAIL_LAKE_URI", lake.storage.root)
+        mp.setenv("RETAIL_DUCKDB_PATH", str(tmp_path / "warehouse" / "retail.duckdb"))
+        settings = Settings.from_env()
+        prepare_build(settings)
+        run_dbt(["run", "--select", "staging"], settings)
+        with duckdb.connect(str(build_path(settings)), read_only=True) as conn:
+            out = {}
+            for table in TABLES:
+                cursor = conn.execute(f"select * from staging.stg_classicmodels__{table}")
+                out[table] = ([d[0] for d in cursor.description], cursor.fetchall())
+    return out
 
 
 def test_full_snapshot_of_a_table_that_never_stops_changing_is_accepted_on_the_retry(
@@ -235,7 +268,10 @@ def test_backfill_of_a_past_interval_is_idempotent(sql, reader, seed_scratch, tm
     again = extract_all(source, lake, *hour_interval(3))
     for table in TABLES:
         assert again[table]["batch_id"] == first[table]["batch_id"]
-        assert again[table]["cursor"] == first[table]["cursor"], "a rerun reads the same range"
+        # A rerun reads from the same lower bound; an incremental table's rerun reads up to now.
+        assert again[table]["cursor"].get("lower") == first[table]["cursor"].get("lower")
+        if again[table]["mode"] == "incremental":
+            assert again[table]["cursor"]["upper"] > first[table]["cursor"]["upper"]
         assert again[table]["row_count"] == first[table]["row_count"]
         assert lake_rows(lake, table, [c.name for c in CONTRACT.tables[table].columns]) == before[table]
         assert lake.watermark(table) == watermarks[table], "a backfill never moves the watermark back"
@@ -426,6 +462,11 @@ def test_reconciliation_verdicts_name_the_table():
 
 
 def test_session_variables_per_server_flavour():
+    assert queries.session_setup("10.11.19-MariaDB", 1) == [
+        "SET time_zone = '+00:00'",
+        "SET SESSION max_statement_time = 1",
+    ]
+    assert queries.session_setup("8.0.36", 2)[1] == "SET SESSION max_execution_time = 2000"
     from retail_platform.extract.glue_job import jdbc_url
     from retail_platform.source.connection import MySQLConnectionInfo
 
@@ -444,23 +485,47 @@ def test_session_variables_per_server_flavour():
     assert "secret" not in jdbc_url(info)
 
 
-def test_statement_timeout_aborts_a_slow_query(reader):
-    import connectorx as cx
+def test_the_platforms_statement_timeout_aborts_a_read_that_waits(sql, reader, seed_scratch, tmp_path):
+    """Another session holds a write lock on the table, so the extraction's read waits: the
+    platform's own per-statement timeout (1 s here) ends it with an error naming the table, long
+    before the read-only user's server-side limit (900 s) would."""
+    db = seed_scratch("slow", fresh=True)
+    source = reader.with_database(db.database)
+    (plan,) = plan_extraction(
+        CONTRACT,
+        read_live_schema(source),
+        interval_start=hour_interval()[0],
+        interval_end=hour_interval()[1],
+        tables=["offices"],
+    )
+    from retail_platform.source.connection import connect
 
-    setup = queries.session_setup("10.11.19-MariaDB", 1)
-    assert setup == ["SET time_zone = '+00:00'", "SET SESSION max_statement_time = 1"]
-    assert queries.session_setup("8.0.36", 2)[1] == "SET SESSION max_execution_time = 2000"
+    holder = connect(db)
+    with holder.cursor() as cur:
+        cur.execute("LOCK TABLES offices WRITE")
+    outcome: list = []
+
+    def extract():
+        try:
+            extract_batch(plan, reader=source, lake=local_lake(tmp_path / "lake"), statement_timeout_s=1)
+        except Exception as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=extract, daemon=True)
     started = time.perf_counter()
-    with pytest.raises(BaseException, match="max_statement_time"):
-        list(
-            cx.read_sql(
-                reader.url(),
-                "SELECT SLEEP(5) AS s",
-                return_type="arrow_stream",
-                pre_execution_query=setup,
-            )
-        )
-    assert time.perf_counter() - started < 4
+    worker.start()
+    worker.join(timeout=30)
+    try:
+        assert not worker.is_alive(), "the read was not aborted by the platform's timeout"
+        (error,) = outcome
+        assert isinstance(error, ExtractionError) and str(error).startswith("offices: ")
+        assert "max_statement_time exceeded" in str(error)
+        assert time.perf_counter() - started < 10
+    finally:
+        with holder.cursor() as cur:
+            cur.execute("UNLOCK TABLES")
+        holder.close()
+        worker.join(timeout=60)
 
 
 def test_s3_lake_through_moto(sql, reader, seed_scratch, moto_server, s3_bucket):

@@ -4,9 +4,7 @@ announcements, pause and accept with the extraction DAG, outages, and the advanc
 from __future__ import annotations
 
 import json
-import threading
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pendulum
@@ -158,31 +156,10 @@ def test_malformed_ddl_gets_a_clear_error(lineage, ddl, message):
         impact_report(CONTRACT, lineage, ddl=ddl)
 
 
-class SlackReceiver:
-    """A real HTTP server standing in for Slack's incoming webhook."""
-
-    def __init__(self):
-        self.messages: list[dict] = []
-        received = self.messages
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                received.append({"path": self.path, "body": json.loads(body)})
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/services/T0SECRET/B0SECRET/webhooksecret"
-
-
 @pytest.fixture
 def slack(monkeypatch):
+    from faultkit import SlackReceiver
+
     receiver = SlackReceiver()
     monkeypatch.setenv(
         "AIRFLOW_CONN_SLACK_ALERTS", json.dumps({"conn_type": "slackwebhook", "password": receiver.url})
@@ -317,21 +294,30 @@ def test_pause_and_accept_end_to_end_with_the_extraction_dag(
     assert "MSRP" not in [c["name"] for c in batch["columns"]]
 
 
-def test_outage_announced_once_and_recovery_once(watched_source, monkeypatch):
+def test_outage_announced_once_and_recovery_once(watched_source, mariadb, monkeypatch):
+    """The replica answers through a proxy, then goes away (the proxy refuses), then comes back."""
+    from faultkit import TcpProxy
+
     from retail_platform.alerts import read_alerts
     from retail_platform.schema_watch.watch import SourceUnavailable
 
-    settings = Settings.from_env()
-    run_watch(settings)
+    reader = mariadb.connection("reader")
+    proxy = TcpProxy(reader.host, reader.port)
     monkeypatch.setenv(
-        "AIRFLOW_CONN_CLASSICMODELS_REPLICA", "mysql://retail_reader:x@127.0.0.1:1/classicmodels"
+        "AIRFLOW_CONN_CLASSICMODELS_REPLICA", reader.url().replace(f":{reader.port}/", f":{proxy.port}/")
     )
-    for _ in range(2):
-        with pytest.raises(SourceUnavailable, match="did not answer"):
-            run_watch(settings)
-    monkeypatch.delenv("AIRFLOW_CONN_CLASSICMODELS_REPLICA")
-    run_watch(settings)
-    run_watch(settings)
+    settings = Settings.from_env()
+    try:
+        run_watch(settings)
+        proxy.down()
+        for _ in range(2):
+            with pytest.raises(SourceUnavailable, match="did not answer"):
+                run_watch(settings)
+        proxy.up()
+        run_watch(settings)
+        run_watch(settings)
+    finally:
+        proxy.close()
     kinds = [a["kind"] for a in read_alerts(settings)]
     assert kinds == ["source_outage", "source_recovered"]
 

@@ -37,6 +37,11 @@
     {{ return("'" ~ (value | replace("'", "''")) ~ "'") }}
 {% endmacro %}
 
+{#- The sources' data types are written for Redshift; DuckDB spells binary as blob. -#}
+{% macro duckdb_type(data_type) %}
+    {{ return('blob' if data_type | lower == 'varbyte' else data_type) }}
+{% endmacro %}
+
 {% macro duckdb__register_lake_sources() %}
     {%- set sources = lake_sources() -%}
     {% do run_query('create schema if not exists ' ~ adapter.quote(sources[0].schema)) %}
@@ -62,7 +67,7 @@
                 {%- do columns.append(adapter.quote(column.name)) -%}
             {%- else -%}
                 {#- An optional column the replica does not have (yet): typed NULLs keep staging working. -#}
-                {%- do columns.append('cast(null as ' ~ column.data_type ~ ') as ' ~ adapter.quote(column.name)) -%}
+                {%- do columns.append('cast(null as ' ~ duckdb_type(column.data_type) ~ ') as ' ~ adapter.quote(column.name)) -%}
             {%- endif -%}
         {%- endfor -%}
         {%- if files -%}

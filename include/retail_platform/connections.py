@@ -95,6 +95,12 @@ def _from_airflow(conn_id: str) -> ConnectionRecord:
     try:
         conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
+        raw = os.environ.get(conn_env_var(conn_id))
+        if raw:  # Airflow skips a variable it cannot parse and says "not defined": say why instead
+            parse_connection(conn_id, raw, origin=origin)
+            raise ConnectionMalformed(
+                f"connection {conn_id!r} ({origin}) could not be read by Airflow"
+            ) from None
         raise ConnectionNotConfigured(
             f"connection {conn_id!r} is not configured: looked in {_where(conn_id, True)}"
         ) from None

@@ -2,7 +2,8 @@
 
 Outages are retried with exponential backoff whose worst case (all retries, longest jitter) stays
 well inside the shortest extraction interval we recommend (10 minutes): a run never overlaps the
-next. A configuration problem is not retried at all: no retry can fix it (the retry policy).
+next. A configuration problem, or a failure whose cause upstream was already reported, is not
+retried at all: no retry can fix it (the retry policy).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from datetime import timedelta
 from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 
 from retail_airflow.notifiers import PlatformFailureNotifier
-from retail_platform.errors import ConfigurationError
+from retail_platform.errors import ConfigurationError, ConsequentialFailure
 
 CONFIGURATION_ERRORS_FAIL = ExceptionRetryPolicy(
     rules=[
@@ -20,7 +21,12 @@ CONFIGURATION_ERRORS_FAIL = ExceptionRetryPolicy(
             exception=ConfigurationError,
             action=RetryAction.FAIL,
             reason="a configuration problem: retrying cannot fix it",
-        )
+        ),
+        RetryRule(
+            exception=ConsequentialFailure,
+            action=RetryAction.FAIL,
+            reason="its cause upstream failed and was reported: retrying cannot fix it",
+        ),
     ]
 )
 

@@ -15,9 +15,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from retail_platform.contract.types import ColumnType, UnsupportedTypeError, parse_type
+from retail_platform.errors import ConfigurationError
 
 
-class ContractError(ValueError):
+class ContractError(ConfigurationError):
     pass
 
 

@@ -5,9 +5,11 @@
   timestamp cursor; the first batch ever reads everything before the interval end.
 * ``append_only``: ``[watermark + 1 - lookback_keys, max key + 1)`` on the integer key.
 
-A rerun of a committed batch reuses the range in its manifest, so it rewrites exactly
-that batch. Overlaps between batches are expected (lookback) and removed by staging,
-which keeps the latest version of each primary key.
+A rerun of a committed batch reuses the lower bound in its manifest and, for incremental tables,
+reads up to now: rows updated since the first run moved their cursor past the old upper bound,
+and a rewrite with the old range would drop them from the lake (reconciliation also refuses a
+rewrite that drops keys the source still has). Overlaps between batches are expected (lookback,
+reruns) and removed by staging, which keeps the latest version of each primary key.
 """
 
 from __future__ import annotations
@@ -52,11 +54,10 @@ def resolve_bounds(
         and manifest.get("cursor", {}).get("column") == cursor
     ):
         bounds = manifest["cursor"]
-        return {
-            "lower": _decode(bounds.get("lower"), mode),
-            "upper": _decode(bounds.get("upper"), mode),
-            "reused": True,
-        }
+        upper = _decode(bounds.get("upper"), mode)
+        if mode == "incremental" and source_now is not None:
+            upper = max(upper, source_now()) if upper is not None else None
+        return {"lower": _decode(bounds.get("lower"), mode), "upper": upper, "reused": True}
     high = None
     if watermark is not None and watermark.get("cursor") == cursor and watermark.get("mode") == mode:
         high = _decode(watermark.get("high_water"), mode)

@@ -21,14 +21,14 @@ def package_zip() -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(root.rglob("*")):
+            relative = path.relative_to(root)
             if (
                 path.is_file()
                 and path.suffix in (".py", ".yml", ".yaml", ".json")
-                and "__pycache__" not in path.parts
+                and "__pycache__" not in relative.parts
+                and relative.parts[0] != "sandbox"  # the sandbox never runs in production
             ):
-                info = zipfile.ZipInfo(
-                    str(Path("retail_platform") / path.relative_to(root)), (2020, 1, 1, 0, 0, 0)
-                )
+                info = zipfile.ZipInfo(str(Path("retail_platform") / relative), (2020, 1, 1, 0, 0, 0))
                 archive.writestr(info, path.read_bytes())
     return buffer.getvalue()
 

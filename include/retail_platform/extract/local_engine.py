@@ -29,6 +29,7 @@ from retail_platform.extract.reconcile import (
     ArrowChecksums,
     ReconciliationError,
     Stats,
+    guard_rewrite,
     reconciliation_record,
     source_stats,
     verify,
@@ -178,6 +179,8 @@ def stream_to_lake(
             raise
         if isinstance(exc, ExtractionError):
             raise
+        if isinstance(exc, OSError):  # pyarrow's writer: a full disk, a lost S3 bucket
+            raise ExtractionError(f"{table}: writing batch {batch_id} to the lake failed: {exc}") from exc
         raise ExtractionError(f"{table}: reading from the replica failed: {exc}") from exc
     result.seconds = time.perf_counter() - started
     return result
@@ -262,74 +265,87 @@ def extract_batch(
         raise BatchSkipped(f"{table}: {plan['skip_reason']}")
     if plan.get("error"):
         raise ExtractionError(plan["error"])
+    import MySQLdb
+
     conn = connect(reader)
     try:
+        return _extract_and_commit(
+            plan, conn, reader, lake, statement_timeout_s, max_attempts, stream_options
+        )
+    except MySQLdb.Error as exc:  # the replica went away or failed mid-batch: an outage, retried
+        raise ExtractionError(f"{table}: the replica failed during the batch: {exc}") from exc
+    finally:
+        with contextlib.suppress(Exception):  # a connection the replica dropped may not close cleanly
+            conn.close()
+
+
+def _extract_and_commit(plan, conn, reader, lake, statement_timeout_s, max_attempts, stream_options) -> dict:
+    table = plan["table"]
+    with conn.cursor() as cur:
+        cur.execute("SELECT VERSION()")
+        version = cur.fetchone()[0]
+        setup = queries.session_setup(version, statement_timeout_s)
+        for statement in setup:
+            cur.execute(statement)
+
+    def scalar(sql):
         with conn.cursor() as cur:
-            cur.execute("SELECT VERSION()")
-            version = cur.fetchone()[0]
-            setup = queries.session_setup(version, statement_timeout_s)
-            for statement in setup:
-                cur.execute(statement)
+            cur.execute(sql)
+            return cur.fetchone()[0]
 
-        def scalar(sql):
-            with conn.cursor() as cur:
-                cur.execute(sql)
-                return cur.fetchone()[0]
-
-        previous = lake.read_manifest(table, plan["batch_id"])
-        watermark = lake.watermark(table)
-        bounds = resolve_bounds(
+    previous = lake.read_manifest(table, plan["batch_id"])
+    watermark = lake.watermark(table)
+    bounds = resolve_bounds(
+        plan,
+        manifest=previous,
+        watermark=watermark,
+        max_key=lambda: scalar(queries.max_key_sql(plan["database"], table, plan["cursor"])),
+        source_now=lambda: scalar(queries.source_now_sql()).replace(tzinfo=UTC),
+    )
+    columns = [c["name"] for c in plan["columns"]]
+    query = queries.select_sql(
+        plan["database"], table, columns, plan["cursor"], bounds["lower"], bounds["upper"]
+    )
+    for attempt_no in range(1, max_attempts + 1):
+        attempt = uuid.uuid4().hex[:12]
+        extracted_at = datetime.now(UTC)
+        streamed, before, after, extracted, reconcile_s = _read_and_count(
             plan,
-            manifest=previous,
-            watermark=watermark,
-            max_key=lambda: scalar(queries.max_key_sql(plan["database"], table, plan["cursor"])),
-            source_now=lambda: scalar(queries.source_now_sql()).replace(tzinfo=UTC),
-        )
-        columns = [c["name"] for c in plan["columns"]]
-        query = queries.select_sql(
-            plan["database"], table, columns, plan["cursor"], bounds["lower"], bounds["upper"]
-        )
-        for attempt_no in range(1, max_attempts + 1):
-            attempt = uuid.uuid4().hex[:12]
-            extracted_at = datetime.now(UTC)
-            streamed, before, after, extracted, reconcile_s = _read_and_count(
-                plan,
-                query,
-                bounds,
-                conn=conn,
-                reader=reader,
-                setup=setup,
-                lake=lake,
-                attempt=attempt,
-                extracted_at=extracted_at,
-                stream_options=stream_options,
-            )
-            verdict, detail = verify(plan, extracted, before, after, accept_changes=attempt_no >= 2)
-            if verdict == "changed_during_read":
-                log.warning("%s: %s", table, detail)
-            if verdict in ACCEPTED:
-                break
-            log.warning("%s attempt %d of %d: %s", table, attempt_no, max_attempts, detail)
-        else:
-            raise ReconciliationError(f"{table}: reconciliation with the source failed: {detail}")
-        commit_started = time.perf_counter()
-        max_seen = normalise_cursor_value(streamed.max_cursor)
-        manifest = build_manifest(
-            plan,
-            bounds=bounds,
-            max_seen=max_seen,
-            rows=streamed.rows,
-            files=[lake.file_entry(table, plan["batch_id"], path, rows) for path, rows in streamed.files],
-            reconciliation=reconciliation_record(verdict, detail, after, attempt_no),
-            query=query,
-            engine="local",
+            query,
+            bounds,
+            conn=conn,
+            reader=reader,
+            setup=setup,
+            lake=lake,
             attempt=attempt,
             extracted_at=extracted_at,
-            timings={"extract_s": round(streamed.seconds, 3), "reconcile_s": round(reconcile_s, 3)},
+            stream_options=stream_options,
         )
-        lake.commit(manifest, watermark=next_watermark(plan, bounds, max_seen, watermark))
-        manifest["timings"]["commit_s"] = round(time.perf_counter() - commit_started, 3)
-        log.info("%s batch %s: %d rows (%s) committed", table, plan["batch_id"], streamed.rows, plan["mode"])
-        return manifest
-    finally:
-        conn.close()
+        verdict, detail = verify(plan, extracted, before, after, accept_changes=attempt_no >= 2)
+        if verdict == "changed_during_read":
+            log.warning("%s: %s", table, detail)
+        if verdict in ACCEPTED:
+            break
+        log.warning("%s attempt %d of %d: %s", table, attempt_no, max_attempts, detail)
+    else:
+        raise ReconciliationError(f"{table}: reconciliation with the source failed: {detail}")
+    guard_rewrite(conn, lake, plan, previous, [path for path, _ in streamed.files])
+    commit_started = time.perf_counter()
+    max_seen = normalise_cursor_value(streamed.max_cursor)
+    manifest = build_manifest(
+        plan,
+        bounds=bounds,
+        max_seen=max_seen,
+        rows=streamed.rows,
+        files=[lake.file_entry(table, plan["batch_id"], path, rows) for path, rows in streamed.files],
+        reconciliation=reconciliation_record(verdict, detail, after, attempt_no),
+        query=query,
+        engine="local",
+        attempt=attempt,
+        extracted_at=extracted_at,
+        timings={"extract_s": round(streamed.seconds, 3), "reconcile_s": round(reconcile_s, 3)},
+    )
+    lake.commit(manifest, watermark=next_watermark(plan, bounds, max_seen, watermark))
+    manifest["timings"]["commit_s"] = round(time.perf_counter() - commit_started, 3)
+    log.info("%s batch %s: %d rows (%s) committed", table, plan["batch_id"], streamed.rows, plan["mode"])
+    return manifest

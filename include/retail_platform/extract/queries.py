@@ -86,3 +86,12 @@ def source_now_sql() -> str:
 
 def key_range_sql(query: str, key: str) -> str:
     return f"SELECT MIN({q(key)}) AS key_low, MAX({q(key)}) AS key_high FROM ({query}) AS keyed"
+
+
+def keys_present_sql(database: str, table: str, key_columns: list[str], n_keys: int) -> str:
+    """Which of ``n_keys`` primary keys (bound as parameters, in order) the table has now."""
+    columns = ", ".join(q(c) for c in key_columns)
+    one = "(" + ", ".join(["%s"] * len(key_columns)) + ")"
+    return (
+        f"SELECT {columns} FROM {q(database)}.{q(table)} WHERE ({columns}) IN ({', '.join([one] * n_keys)})"
+    )

@@ -174,3 +174,54 @@ def verify(
             f"{table}: extracted {extracted.rows} rows but the source has {after.rows} in the range",
         )
     return "ok", f"{extracted.rows} rows; source has {after.rows} in the range now (updates move rows out)"
+
+
+REWRITE_KEY_CHUNK = 1000
+
+
+def keys_dropped_by_rewrite(lake, plan: dict, previous: dict, new_files: list[str]) -> set[tuple]:
+    """Primary keys the committed batch has that its rewrite would lose from the lake: in the old
+    batch, not in the new one and not in any other committed batch."""
+    import pyarrow.parquet as pq
+
+    table, batch_id, key = plan["table"], plan["batch_id"], plan["primary_key"]
+
+    def keys_of(paths) -> set[tuple]:
+        out: set[tuple] = set()
+        for path in paths:
+            data = pq.read_table(path, columns=key, filesystem=lake.storage.fs)
+            out.update(zip(*(data.column(k).to_pylist() for k in key), strict=True))
+        return out
+
+    batch_dir = lake.batch_dir(table, batch_id)
+    dropped = keys_of(f"{batch_dir}/{f['path']}" for f in previous["files"]) - keys_of(new_files)
+    if dropped:
+        others = [p for p in lake.committed_files(table) if not p.startswith(f"{batch_dir}/")]
+        dropped -= keys_of(others)
+    return dropped
+
+
+def keys_still_in_source(conn, plan: dict, keys: set[tuple]) -> set[tuple]:
+    found: set[tuple] = set()
+    ordered = sorted(keys, key=repr)
+    for start in range(0, len(ordered), REWRITE_KEY_CHUNK):
+        chunk = ordered[start : start + REWRITE_KEY_CHUNK]
+        sql = queries.keys_present_sql(plan["database"], plan["table"], plan["primary_key"], len(chunk))
+        with conn.cursor() as cur:
+            cur.execute(sql, [v for key in chunk for v in key])
+            found.update(tuple(row) for row in cur.fetchall())
+    return found
+
+
+def guard_rewrite(conn, lake, plan: dict, previous: dict | None, new_files: list[str]) -> None:
+    """Refuse to replace a committed batch when that would drop keys the source still has."""
+    if previous is None or plan["mode"] == "full":  # a new snapshot is the source's whole content
+        return
+    lost = keys_still_in_source(conn, plan, keys_dropped_by_rewrite(lake, plan, previous, new_files))
+    if lost:
+        sample = ", ".join(str(k if len(k) > 1 else k[0]) for k in sorted(lost, key=repr)[:5])
+        raise ReconciliationError(
+            f"{plan['table']}: rewriting batch {plan['batch_id']} would drop {len(lost)} keys the source "
+            f"still has ({', '.join(plan['primary_key'])} = {sample}{', ...' if len(lost) > 5 else ''}); "
+            "the committed batch is kept"
+        )

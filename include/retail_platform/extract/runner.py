@@ -60,11 +60,11 @@ def plan_run(
         conn.close()
     channel = contract.source.downstream_channel
     health.report(state, replica, channel=channel, details={"run_url": run_url}, settings=settings)
-    _, resumed = protect(state, contract, evaluate_drift(contract, live, lineage_for(settings)))
+    protect(state, contract, evaluate_drift(contract, live, lineage_for(settings)))
     try:
-        announce_resumed(contract, resumed, settings)
-    except Exception:  # the resumed tables are extracted either way; a lost message is not an outage
-        log.exception("could not announce the resumed tables %s", ", ".join(resumed))
+        announce_resumed(contract, settings)
+    except Exception:  # the tables are extracted either way; the message stays owed and is retried
+        log.exception("could not announce the resumed tables: the next run (or the schema watch) retries")
     plans = plan_extraction(
         contract,
         live,

@@ -110,9 +110,21 @@ def resumed_alert(contract: Contract, table: str) -> Alert:
     )
 
 
-def announce_resumed(contract: Contract, tables: list[str], settings: Settings) -> None:
-    for table in tables:
+def announce_resumed(contract: Contract, settings: Settings) -> list[str]:
+    """Tell the owners of every resumed table not told yet; each is forgotten once delivered, so a
+    failed delivery (which raises) is retried by the next attempt and nothing is said twice."""
+    from retail_platform.extract.runner import state_for
+    from retail_platform.schema_watch.watch import PENDING_RESUMED
+
+    state = state_for(settings, contract.source.name)
+    told = []
+    for table in sorted(state.get(*PENDING_RESUMED) or {}):
         deliver(resumed_alert(contract, table), settings)
+        pending = state.get(*PENDING_RESUMED) or {}
+        pending.pop(table, None)
+        state.put(pending, *PENDING_RESUMED)
+        told.append(table)
+    return told
 
 
 def notify_changes(report: dict, settings: Settings | None = None) -> list[str]:
@@ -150,9 +162,5 @@ def notify_changes(report: dict, settings: Settings | None = None) -> list[str]:
             )
             record_announced(settings, report, keys)
             sent += keys
-    for table in report["resumed"]:
-        key = f"resumed:{table}"
-        if key not in done:
-            deliver(resumed_alert(contract, table), settings)
-            record_announced(settings, report, [key])
+    announce_resumed(contract, settings)
     return sent

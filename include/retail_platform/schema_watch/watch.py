@@ -34,6 +34,7 @@ from retail_platform.state import PlatformState, utcnow_iso
 
 log = logging.getLogger(__name__)
 ANNOUNCEMENTS = ("schema", "announcements.json")
+PENDING_RESUMED = ("schema", "resumed_unannounced.json")
 
 
 class SourceUnavailable(ConsequentialFailure):
@@ -81,6 +82,10 @@ def protect(state: PlatformState, contract: Contract, drift: list[Change]) -> tu
     resumed = []
     for table in current:
         if table not in breaking:
+            # Owed to its owners until delivered: whichever run delivers it (the extraction's plan or
+            # the watch's notify task), a failed delivery is retried, and none is made twice.
+            pending = state.get(*PENDING_RESUMED) or {}
+            state.put(pending | {table: utcnow_iso()}, *PENDING_RESUMED)
             state.unpause(table)
             resumed.append(table)
     return paused_now, sorted(resumed)

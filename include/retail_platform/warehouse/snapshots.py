@@ -70,6 +70,19 @@ def start_build(settings: Settings) -> Path:
     return path
 
 
+def _test_names(settings: Settings) -> dict[str, str]:
+    """dbt stores a test's failing rows under its alias (hashed when the name is long): alias -> name."""
+    import json
+
+    from retail_platform.warehouse.dbt_runner import manifest_path
+
+    try:
+        nodes = json.loads(manifest_path(settings).read_text())["nodes"].values()
+    except (FileNotFoundError, KeyError, ValueError):
+        return {}
+    return {n["alias"]: n["name"] for n in nodes if n.get("resource_type") == "test" and n.get("alias")}
+
+
 def failed_tests(settings: Settings) -> list[FailedTest]:
     """The tests of the last build that found rows (dbt stores each test's failing rows)."""
     if settings.dbt_target != "local":
@@ -77,6 +90,7 @@ def failed_tests(settings: Settings) -> list[FailedTest]:
     path = build_path(settings)
     if not path.exists():
         return []
+    names = _test_names(settings)
     with _connect_like_dbt(path) as conn:
         tables = [
             name
@@ -89,7 +103,7 @@ def failed_tests(settings: Settings) -> list[FailedTest]:
         for name in tables:
             rows = conn.execute(f'select count(*) from {AUDIT_SCHEMA}."{name}"').fetchone()[0]
             if rows:
-                out.append(FailedTest(name, int(rows)))
+                out.append(FailedTest(names.get(name, name), int(rows)))
     return out
 
 
