@@ -10,8 +10,14 @@ shipping orders with the live generator. It reads, from Airflow's metadata datab
 * each cycle: the extraction run's start to the end of the transform run it triggered;
 * each build's `data_as_of` (the newest order in `fct_hourly_demand`, on the marts' Asset event).
 
-The age of the newest order in the hourly-demand mart at time t is t minus the data_as_of of the
-last build finished by t; it is sampled every 15 s and reported as its maximum and median.
+Two figures of how old the data readers see is, sampled every 15 s:
+
+* **independent**: the source itself says which live orders exist and when they were placed; the
+  published warehouse (`fct_orders`, read-only) says which of them readers see. The marts are
+  complete up to the earliest placed order they do not show yet (or the newest order, when they
+  show all); the age at time t is t minus that. Nothing the platform computes about itself enters.
+* **platform**: t minus the `data_as_of` of the last build finished by t (the newest order in
+  `fct_hourly_demand`, on the marts' Asset event), as the platform reports it.
 """
 
 from __future__ import annotations
@@ -64,6 +70,33 @@ def read_progress(db: Path) -> dict:
         "runs": runs,
         "builds": [(json.loads(extra) if extra else {}, ts, run) for extra, ts, run in events],
     }
+
+
+def independent_age_s(settings, reader, started: datetime, now: datetime) -> float | None:
+    """How far behind the source the published marts are, from the source and the marts alone."""
+    from retail_platform.source.connection import connect
+    from retail_platform.warehouse.snapshots import NoPublishedWarehouse, read_only
+
+    conn = connect(reader)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT orderNumber, orderTimestamp FROM orders WHERE orderTimestamp >= %s",
+                (started.replace(tzinfo=None),),
+            )
+            placed = {number: ts.replace(tzinfo=UTC) for number, ts in cur.fetchall()}
+    finally:
+        conn.close()
+    if not placed:
+        return None
+    try:
+        with read_only(settings) as mart:
+            shown = {n for (n,) in mart.execute("select order_number from analytics.fct_orders").fetchall()}
+    except NoPublishedWarehouse:
+        return None
+    missing = [ts for number, ts in placed.items() if number not in shown]
+    complete_until = min(missing) if missing else max(placed.values())
+    return max(0.0, (now - complete_until).total_seconds())
 
 
 def main() -> int:
@@ -122,6 +155,7 @@ def main() -> int:
     if not (args.reuse_source and source_is_seeded(settings)):
         summary = seed_source(preset=args.preset, scale=args.scale, replace=True, settings=settings)
         print(f"seeded {args.preset}: {summary['row_counts']}", file=sys.stderr, flush=True)
+    reader = sandbox_source(settings)[0]
     child_env = dict(os.environ)
     prepare_airflow(settings, child_env)
     ensure_manifest(settings)
@@ -172,9 +206,11 @@ def main() -> int:
             finished = [(as_of, at) for as_of, at in finished if as_of and at <= now and as_of >= started]
             if finished:
                 age = (now - finished[-1][0]).total_seconds()
-                samples.append((now, age))
+                independent = independent_age_s(settings, reader, started, now)
+                samples.append((now, age, independent))
                 print(
-                    f"{now:%H:%M:%S} builds {len(finished)}, newest order in the mart is {age / 60:.1f} min old",
+                    f"{now:%H:%M:%S} builds {len(finished)}: marts complete up to "
+                    f"{(independent or 0) / 60:.1f} min ago (independent), newest order {age / 60:.1f} min old",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -206,7 +242,8 @@ def main() -> int:
                 }
             )
     steady = cycles[1:] or cycles  # the first cycle is the initial load
-    ages = [a for _, a in samples]
+    ages = [a for _, a, _ in samples]
+    independent = [i for _, _, i in samples if i is not None]
     result = {
         "preset": args.preset,
         "scale": args.scale,
@@ -222,8 +259,10 @@ def main() -> int:
         "initial_cycle_s": cycles[0]["cycle_s"] if cycles else None,
         "steady_cycle_s_max": max((c["cycle_s"] for c in steady), default=None),
         "steady_cycle_s_median": statistics.median([c["cycle_s"] for c in steady]) if steady else None,
-        "age_s_max": max(ages, default=None),
-        "age_s_median": statistics.median(ages) if ages else None,
+        "independent_age_s_max": max(independent, default=None),
+        "independent_age_s_median": statistics.median(independent) if independent else None,
+        "platform_age_s_max": max(ages, default=None),
+        "platform_age_s_median": statistics.median(ages) if ages else None,
         "age_samples": len(ages),
         "failed_runs": [r[:2] for r in runs if r[4] == "failed"],
     }
