@@ -339,9 +339,10 @@ def test_purchases_follow_line_tastes():
 
 
 def test_spikes_are_in_the_data_as_ground_truth_says():
-    source = generate(get_preset("prod", 0.02), seed=5)
+    preset = get_preset("prod", 0.02)
+    source = generate(preset, seed=5)
     hours = source.truth["spike_hours"].to_pandas()
-    assert len(source.truth["spikes"]) == 3
+    assert len(source.truth["spikes"]) == preset.spikes == round(150 * 0.02)  # the preset's 150, scaled
     orders = source.tables["orders"].to_pandas()
     lines = source.tables["orderdetails"].to_pandas()[["orderNumber", "productCode"]]
     customers = source.tables["customers"].to_pandas()[["customerNumber", "country"]]

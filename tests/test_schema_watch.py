@@ -223,7 +223,7 @@ def test_slack_message_per_change_set_once_with_reminders(watched_source, sql, s
     _watch_and_notify(settings)
     assert len(slack.messages) == 2, "the same change is announced once"
     _watch_and_notify(settings, now=datetime.now(UTC) + timedelta(hours=25))
-    assert len(slack.messages) == 3
+    assert len(slack.messages) == 3, "one reminder, for the breaking change only (past the 24 h setting)"
     assert slack.messages[-1]["body"]["blocks"][0]["text"]["text"].startswith("Reminder: Breaking")
     out, err = capfd.readouterr()
     assert "webhooksecret" not in out + err, "the webhook URL never reaches the logs"

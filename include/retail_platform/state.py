@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from retail_platform.lake.storage import LakeStorage
+from retail_platform.settings import Settings
 
 
 def utcnow_iso() -> str:
@@ -55,3 +56,10 @@ class PlatformState:
             if doc:
                 out[doc["table"]] = doc
         return out
+
+
+def state_for(settings: Settings, source: str = "classicmodels") -> PlatformState:
+    """A source's state beside the settings' lake (shared by extraction and the schema watch)."""
+    return PlatformState(
+        LakeStorage.from_uri(settings.lake_uri, s3_endpoint_url=settings.s3_endpoint_url), source
+    )

@@ -6,6 +6,7 @@ from retail_platform.alerts import Alert, context, deliver, header, section
 from retail_platform.contract.model import Contract, load_contract
 from retail_platform.schema_watch.changes import BREAKING
 from retail_platform.settings import Settings
+from retail_platform.state import state_for
 
 
 def _mentions(owners) -> str:
@@ -113,7 +114,6 @@ def resumed_alert(contract: Contract, table: str) -> Alert:
 def announce_resumed(contract: Contract, settings: Settings) -> list[str]:
     """Tell the owners of every resumed table not told yet; each is forgotten once delivered, so a
     failed delivery (which raises) is retried by the next attempt and nothing is said twice."""
-    from retail_platform.extract.runner import state_for
     from retail_platform.schema_watch.watch import PENDING_RESUMED
 
     state = state_for(settings, contract.source.name)

@@ -30,7 +30,7 @@ from retail_platform.settings import Settings
 from retail_platform.source import health
 from retail_platform.source.connection import SourceUnreachable, source_connection
 from retail_platform.source.introspect import LiveSchema, read_live_schema
-from retail_platform.state import PlatformState, utcnow_iso
+from retail_platform.state import PlatformState, state_for, utcnow_iso
 
 log = logging.getLogger(__name__)
 ANNOUNCEMENTS = ("schema", "announcements.json")
@@ -97,7 +97,6 @@ def run_watch(
     settings = settings or Settings.from_env()
     now = now or datetime.now(UTC)
     contract = load_contract(settings.contract_path)
-    from retail_platform.extract.runner import state_for
 
     state = state_for(settings, contract.source.name)
     reader = source_connection(settings)
@@ -185,7 +184,6 @@ def run_watch(
 
 def delivered_for(settings: Settings, report: dict) -> set[str]:
     """The keys already announced for this very report: a retried notify task skips them."""
-    from retail_platform.extract.runner import state_for
 
     announced = state_for(settings, report["source"]).get(*ANNOUNCEMENTS) or {}
     return {k for k, record in announced.items() if record.get("last_notified") == report["seen_at"]}
@@ -193,7 +191,6 @@ def delivered_for(settings: Settings, report: dict) -> set[str]:
 
 def record_announced(settings: Settings, report: dict, sent_keys: list[str]) -> None:
     """After delivery: remember what was said (and forget what got resolved)."""
-    from retail_platform.extract.runner import state_for
 
     state = state_for(settings, report["source"])
     announced = state.get(*ANNOUNCEMENTS) or {}
