@@ -19,3 +19,24 @@
         ~ " format as parquet manifest verbose allowoverwrite"
     ]) }}
 {% endmacro %}
+
+{#- The training table's companions in the same export build: each relation UNLOADed to its own
+    subfolder of the build (location/<model>/part-...), column names as the models have them. -#}
+{% macro unload_ml_companions(location) %}
+    {%- for statement in unload_ml_companions_statements(location) -%}
+        {% call statement('unload_companion_' ~ loop.index, auto_begin=false) %}{{ statement }}{% endcall %}
+    {%- endfor -%}
+{% endmacro %}
+
+{% macro unload_ml_companions_statements(location) %}
+    {%- set statements = [] -%}
+    {%- for model in ['fct_customer_product_interactions', 'fct_popular_products_7d'] -%}
+        {%- set query = 'select * from ' ~ ref(model) -%}
+        {%- do statements.append(
+            "unload ('" ~ query | replace("'", "''") ~ "') to '" ~ location ~ "/" ~ model ~ "/part-'"
+            ~ " iam_role '" ~ env_var('REDSHIFT_UNLOAD_ROLE_ARN', 'arn:aws:iam::000000000000:role/unload') ~ "'"
+            ~ " format as parquet manifest verbose allowoverwrite"
+        ) -%}
+    {%- endfor -%}
+    {{ return(statements) }}
+{% endmacro %}
