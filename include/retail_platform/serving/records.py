@@ -1,0 +1,163 @@
+"""What the serving side answers and keeps: the output record and the dead letter.
+
+The output record is the event's fields plus the recommender's answer and the platform's own
+additions (which model version or popular list served it, whether the fallback did and why,
+timings). The same record goes to the sales platform (output stream, API) and to the lake.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import pyarrow as pa
+from pydantic import BaseModel, Field
+
+from retail_platform.serving.events import BrowseItem, DeadLetterKind
+
+
+class FallbackReason(StrEnum):
+    NO_MODEL = "no_model"  # nothing published yet, or not loadable (cold start without the store)
+    DEADLINE = "deadline"  # the event's budget, measured from its arrival, ran out
+    OVERLOADED = "overloaded"  # more requests in flight than the process takes on
+    ERROR = "error"  # anything unexpected while answering from the model
+
+
+class UserSource(StrEnum):
+    PUBLISHED = "published"  # the published vector of a known customer
+    FEATURES = "features"  # computed from the event's features with the published encoders
+    NONE = "none"  # not computed (fallback)
+
+
+class Origin(StrEnum):
+    STREAM = "stream"
+    LAMBDA = "lambda"
+    API = "api"
+
+
+class RecommendedItem(BaseModel):
+    id: str
+    score: float
+
+
+class SimilarItem(BaseModel):
+    id: str
+    distance: float = Field(description="cosine distance (0 = same direction)")
+
+
+class SimilarItems(BaseModel):
+    product_code: str
+    similar_items: list[SimilarItem]
+
+
+class Timings(BaseModel):
+    arrived_at: datetime
+    queued_ms: float = Field(description="from arrival until the handler began")
+    handler_ms: float
+    total_ms: float = Field(description="from arrival until the answer was ready")
+
+
+class OutputRecord(BaseModel):
+    """The answer to one event."""
+
+    event_id: str = Field(description="unique per event: stream:shard:sequence, or api:<uuid>")
+    session_id: str
+    customer_number: int
+    city: str | None
+    country: str | None
+    credit_limit: float | None
+    browse_history: list[BrowseItem]
+    recommended_items: list[RecommendedItem]
+    similar_items: SimilarItems | None
+    model_version: str | None = Field(description="the model version that answered (None: fallback)")
+    popular_build: str | None = Field(description="the popular list the fallback served from")
+    fallback: bool
+    fallback_reason: FallbackReason | None
+    user_source: UserSource
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    event_id: str
+    origin: Origin
+    received_at: datetime
+    kind: DeadLetterKind
+    reason: str
+    payload: bytes
+
+    def to_row(self) -> dict:
+        return {
+            "event_id": self.event_id,
+            "origin": str(self.origin),
+            "received_at": self.received_at,
+            "kind": str(self.kind),
+            "reason": self.reason,
+            "payload": self.payload,
+            "payload_bytes": len(self.payload),
+        }
+
+    def to_json(self) -> dict:
+        row = self.to_row()
+        row["received_at"] = self.received_at.isoformat()
+        row["payload_base64"] = base64.b64encode(row.pop("payload")).decode()
+        return row
+
+
+_ITEM = pa.struct(
+    [("product_code", pa.string()), ("quantity", pa.string()), ("in_shopping_cart", pa.bool_())]
+)
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("session_id", pa.string()),
+        ("customer_number", pa.int64()),
+        ("city", pa.string()),
+        ("country", pa.string()),
+        ("credit_limit", pa.float64()),
+        ("browse_history", pa.list_(_ITEM)),
+        ("recommended_items", pa.list_(pa.struct([("id", pa.string()), ("score", pa.float64())]))),
+        (
+            "similar_items",
+            pa.struct(
+                [
+                    ("product_code", pa.string()),
+                    ("similar_items", pa.list_(pa.struct([("id", pa.string()), ("distance", pa.float64())]))),
+                ]
+            ),
+        ),
+        ("model_version", pa.string()),
+        ("popular_build", pa.string()),
+        ("fallback", pa.bool_()),
+        ("fallback_reason", pa.string()),
+        ("user_source", pa.string()),
+        (
+            "timings",
+            pa.struct(
+                [
+                    ("arrived_at", pa.timestamp("us", tz="UTC")),
+                    ("queued_ms", pa.float64()),
+                    ("handler_ms", pa.float64()),
+                    ("total_ms", pa.float64()),
+                ]
+            ),
+        ),
+    ]
+)
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("origin", pa.string()),
+        ("received_at", pa.timestamp("us", tz="UTC")),
+        ("kind", pa.string()),
+        ("reason", pa.string()),
+        ("payload", pa.binary()),
+        ("payload_bytes", pa.int64()),
+    ]
+)
+
+
+def utc_from_epoch(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)

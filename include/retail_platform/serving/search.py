@@ -1,0 +1,78 @@
+"""Exact top-k over vectors held in memory (numpy): users to items by inner product, items to
+items by cosine. At 3,000 products a full scan is a 3,000 x 32 product: well under a millisecond,
+and exact, where an approximate index (HNSW) recalled only about half of a user's true top 10."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from retail_platform.vectors.model import ModelVersion, PopularList
+
+
+def top_k(scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the k highest scores, best first, never an excluded index."""
+    if excluded is not None and excluded.size:
+        scores = scores.copy()
+        scores[excluded] = -np.inf
+    k = min(k, int(np.isfinite(scores).sum()))
+    if k <= 0:
+        return np.empty(0, dtype=np.int64)
+    part = np.argpartition(-scores, k - 1)[:k]
+    return part[np.argsort(-scores[part], kind="stable")]
+
+
+@dataclass(frozen=True)
+class ServingSnapshot:
+    """Everything one request reads, swapped whole on a reload: a request keeps the snapshot it began
+    with, so it never mixes two versions."""
+
+    model: ModelVersion | None
+    popular: PopularList | None
+    pointer: object = None  # what the store called current when this was loaded
+    product_index: dict[str, int] = field(default_factory=dict, repr=False)
+    # The product codes the model knows (None without a model: then no product is refused as unknown).
+    catalogue: frozenset[str] | None = field(default=None, repr=False)
+
+    @classmethod
+    def build(cls, model: ModelVersion | None, popular: PopularList | None, pointer=None) -> ServingSnapshot:
+        if model is None:
+            return cls(None, popular, pointer)
+        index = {code: i for i, code in enumerate(model.product_codes)}
+        return cls(model, popular, pointer, index, frozenset(index))
+
+    @property
+    def model_version(self) -> str | None:
+        return self.model.version if self.model is not None else None
+
+    @property
+    def popular_build(self) -> str | None:
+        return self.popular.build_id if self.popular is not None else None
+
+    def indices(self, codes) -> np.ndarray:
+        return np.fromiter((self.product_index[c] for c in codes if c in self.product_index), dtype=np.int64)
+
+    def recommend(self, user_vector: np.ndarray, k: int, cart: set[str]) -> list[tuple[str, float]]:
+        scores = self.model.item_vectors @ user_vector.astype(np.float32, copy=False)
+        best = top_k(scores, k, self.indices(cart))
+        return [(self.model.product_codes[i], float(scores[i])) for i in best]
+
+    def similar(self, product_code: str, k: int, cart: set[str]) -> list[tuple[str, float]] | None:
+        """The k items closest to ``product_code`` (cosine distance), not itself nor in the cart."""
+        i = self.product_index.get(product_code)
+        if i is None:
+            return None
+        unit = self.model.item_unit_vectors
+        similarity = unit @ unit[i]
+        excluded = np.append(self.indices(cart), i)
+        best = top_k(similarity, k, excluded)
+        return [(self.model.product_codes[j], float(1.0 - similarity[j])) for j in best]
+
+    def popular_items(self, k: int, cart: set[str]) -> list[tuple[str, float]]:
+        if self.popular is None:
+            return []
+        items = [
+            (p.product_code, float(p.score)) for p in self.popular.products if p.product_code not in cart
+        ]
+        return items[:k]

@@ -1,0 +1,283 @@
+"""The recommendation API over HTTP (its own uvicorn process) on PostgreSQL + pgvector with published
+versions: authentication, model answers for known and new customers, versions switched under load
+without mixing, the store killed with SIGKILL mid-load, a cold start with the store down, overload
+shed to the fallback, and a fuzz of the whole API from its own OpenAPI description."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import schemathesis
+from serving_support import (
+    API_KEY,
+    PRODUCTS,
+    ApiProcess,
+    event,
+    expected_top,
+    make_payload,
+    make_popular,
+    publish,
+)
+
+from retail_platform.serving.records import FallbackReason
+
+DEADLINE_MS = 300
+HEADERS = {"X-API-Key": API_KEY}
+CART = PRODUCTS[2]
+
+
+@pytest.fixture(scope="module")
+def store(vector_db):
+    from retail_platform.serving.holder import vectors_conninfo
+
+    conninfo = vectors_conninfo()
+    prefix = f"api_{uuid.uuid4().hex[:6]}"
+    payloads = {
+        name: make_payload(f"{prefix}_{name}", seed=seed)
+        for name, seed in (("v1", 21), ("v2", 22), ("v3", 23))
+    }
+    publish(conninfo, payloads["v1"], make_popular("popular_1"))
+    return conninfo, payloads
+
+
+@pytest.fixture(scope="module")
+def api_env(tmp_path_factory, vector_db):
+    folder = tmp_path_factory.mktemp("api")
+    return {
+        "RETAIL_API_KEYS": f"test:{API_KEY}",
+        "RETAIL_LAKE_URI": str(folder / "lake"),
+        "RETAIL_SERVING_POPULAR_CACHE": str(folder / "popular.json"),
+        "RETAIL_SERVING_POLL_S": "1",
+        "RETAIL_SERVING_BREAKER_RESET_S": "1",
+        "RETAIL_SERVING_MAX_IN_FLIGHT": "8",
+        "RETAIL_SERVING_DEADLINE_MS": str(DEADLINE_MS),
+        "RETAIL_LAKE_FLUSH_S": "0.5",
+    }
+
+
+@pytest.fixture(scope="module")
+def api(store, api_env, tmp_path_factory):
+    server = ApiProcess(api_env, tmp_path_factory.mktemp("logs") / "api.log")
+    server.wait_ready()
+    yield server
+    server.stop()
+
+
+def recommend(url: str, doc: dict, client=httpx, headers=HEADERS):
+    return client.post(f"{url}/v1/recommendations", json=doc, headers=headers, timeout=5)
+
+
+def wait_for_version(api, version: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while httpx.get(f"{api.url}/ready").json()["model_version"] != version:
+        assert time.monotonic() < deadline, f"the API did not switch to {version}"
+        time.sleep(0.1)
+
+
+class Load:
+    """Requests one after another from a few threads until stopped; each thread's answers kept in order."""
+
+    def __init__(self, url: str, doc: dict, threads: int = 2):
+        self.url, self.doc, self.stop = url, doc, threading.Event()
+        self.by_thread: list[list] = [[] for _ in range(threads)]
+        self.threads = [threading.Thread(target=self._run, args=(answers,)) for answers in self.by_thread]
+
+    @property
+    def answers(self) -> list:
+        return [a for answers in self.by_thread for a in answers]
+
+    def _run(self, answers: list):
+        with httpx.Client() as client:
+            while not self.stop.is_set():
+                started = time.perf_counter()
+                response = recommend(self.url, self.doc, client)
+                answers.append((response.status_code, response.json(), time.perf_counter() - started))
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join()
+
+
+def served_by_model(answers) -> list[dict]:
+    """The model's answers; a fallback (a busy machine can push a request past its deadline) must say why."""
+    for status, body, seconds in answers:
+        assert status == 200 and seconds < 1.0
+        assert body["fallback"] is (body["fallback_reason"] is not None)
+    return [body for _, body, _ in answers if not body["fallback"]]
+
+
+# ---------------------------------------------------------------------- contract and auth
+def test_unauthenticated_calls_are_refused(api):
+    for headers in ({}, {"X-API-Key": "wrong-" + "k" * 30}, {"X-API-Key": API_KEY[:-1]}):
+        assert recommend(api.url, event(), headers=headers).status_code == 401
+        assert httpx.get(f"{api.url}/v1/products/{CART}/similar", headers=headers).status_code == 401
+    for path in ("/health", "/ready", "/metrics", "/openapi.json"):
+        assert httpx.get(f"{api.url}{path}").status_code == 200
+    schemes = httpx.get(f"{api.url}/openapi.json").json()["components"]["securitySchemes"]
+    assert schemes["APIKeyHeader"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "an API key the platform issued",
+    }
+    assert API_KEY not in Path(api.log_file).read_text()
+
+
+def test_known_and_new_customers_get_model_answers(api, store):
+    _, payloads = store
+    v1 = payloads["v1"]
+    known = recommend(api.url, event(100, browse=[(CART, 1, True)])).json()
+    assert (known["fallback"], known["model_version"], known["user_source"]) == (
+        False,
+        v1.version,
+        "published",
+    )
+    assert [i["id"] for i in known["recommended_items"]] == expected_top(v1, 100, cart=[CART])
+    assert (
+        known["similar_items"]["product_code"] == CART and len(known["similar_items"]["similar_items"]) == 10
+    )
+    assert known["timings"]["total_ms"] < DEADLINE_MS
+
+    new = recommend(api.url, event(424_242, country="France", credit_limit=0)).json()
+    assert (new["fallback"], new["user_source"], new["model_version"]) == (False, "features", v1.version)
+
+    similar = httpx.get(f"{api.url}/v1/products/{CART}/similar?k=3", headers=HEADERS).json()
+    assert len(similar["similar_items"]) == 3 and CART not in [i["id"] for i in similar["similar_items"]]
+    assert httpx.get(f"{api.url}/v1/products/NOPE/similar", headers=HEADERS).status_code == 404
+
+    refused = recommend(api.url, event(100, browse=[("NOPE", 1, True)]))
+    assert refused.status_code == 422 and refused.json()["kind"] == "unknown_product"
+    metrics = httpx.get(f"{api.url}/metrics").text
+    assert f'retail_model_info{{popular_build="popular_1",version="{v1.version}"}} 1.0' in metrics
+    assert 'retail_recommendations_total{fallback_reason="none",origin="api"}' in metrics
+    assert "retail_api_request_seconds_bucket" in metrics
+
+
+# ---------------------------------------------------------------------- versions
+def test_a_publish_and_a_rollback_under_load_switch_versions_without_mixing(api, store):
+    from retail_platform.vectors import store as vector_store
+
+    conninfo, payloads = store
+    v1, v2 = payloads["v1"], payloads["v2"]
+    doc = event(100, browse=[(CART, 1, True)])
+    with Load(api.url, doc) as load:
+        time.sleep(0.5)
+        publish(conninfo, v2, make_popular("popular_2"))
+        wait_for_version(api, v2.version)
+        time.sleep(0.5)
+        vector_store.rollback(conninfo, to=v1.version)
+        wait_for_version(api, v1.version)
+        time.sleep(0.5)
+    expected = {p.version: expected_top(p, 100, cart=[CART]) for p in (v1, v2)}
+    for answers in load.by_thread:
+        served = served_by_model(answers)
+        for body in served:
+            assert [i["id"] for i in body["recommended_items"]] == expected[body["model_version"]]
+        versions = [body["model_version"] for body in served]
+        switches = [(a, b) for a, b in zip(versions, versions[1:], strict=False) if a != b]
+        assert switches == [(v1.version, v2.version), (v2.version, v1.version)], (
+            "each switch once, between requests"
+        )
+
+
+# ---------------------------------------------------------------------- the store down
+def test_the_store_killed_mid_load_and_a_cold_start_without_it(api, store, api_env, vector_db, tmp_path):
+    conninfo, payloads = store
+    doc = event(100, browse=[(CART, 1, True)])
+    cold = None
+    try:
+        with Load(api.url, doc) as load:
+            time.sleep(0.5)
+            os.kill(vector_db.pid(), signal.SIGKILL)
+            time.sleep(3)  # polls and reloads fail; the circuit opens
+            ready = httpx.get(f"{api.url}/ready").json()
+        cold = ApiProcess(api_env, tmp_path / "cold.log")  # the store is still down
+        cold_ready = cold.wait_ready()
+        cold_answer = recommend(cold.url, doc).json()
+        served = served_by_model(load.answers)
+        assert len(served) > len(load.answers) / 2, "the version in memory keeps answering"
+        assert all(body["timings"]["total_ms"] < DEADLINE_MS for body in served)
+        assert ready["store_circuit"] in ("open", "half_open") and ready["last_error"]
+        assert cold_ready["model_version"] is None and cold_ready["popular_build"] == ready["popular_build"]
+        assert (cold_answer["fallback"], cold_answer["fallback_reason"]) == (True, FallbackReason.NO_MODEL)
+        popular = [c for c in PRODUCTS[:15] if c != CART][:10]
+        assert [i["id"] for i in cold_answer["recommended_items"]] == popular
+    finally:
+        if cold is not None:
+            cold.stop()
+        vector_db.ensure_running()
+    publish(conninfo, payloads["v3"])
+    wait_for_version(api, payloads["v3"].version, timeout=60)  # reloads resume by themselves
+
+
+# ---------------------------------------------------------------------- overload
+def test_an_overload_beyond_capacity_is_shed_to_the_fallback_within_the_deadline(store, api_env, tmp_path):
+    """A server whose budget (25 ms) a burst of 300 requests at once exceeds: each request carries the
+    time it was sent (``X-Request-Start``), so time queued in the server counts; none waits past its
+    budget for the model, the rest are answered at once from the popular list."""
+    budget_ms = 25
+    server = ApiProcess(api_env | {"RETAIL_SERVING_DEADLINE_MS": str(budget_ms)}, tmp_path / "small.log")
+    server.wait_ready()
+
+    async def burst(n: int):
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=50), timeout=30) as client:
+            await asyncio.gather(
+                *(client.get(f"{server.url}/health") for _ in range(50))
+            )  # open the connections
+
+            async def one():
+                headers = HEADERS | {"X-Request-Start": f"t={time.time():.6f}"}
+                response = await client.post(
+                    f"{server.url}/v1/recommendations", json=event(100), headers=headers
+                )
+                return response.status_code, response.json()
+
+            return await asyncio.gather(*(one() for _ in range(n)))
+
+    try:
+        answers = asyncio.run(burst(300))
+    finally:
+        server.stop()
+    assert all(status == 200 for status, _ in answers)
+    shed = [body for _, body in answers if body["fallback"]]
+    assert shed and {b["fallback_reason"] for b in shed} <= {
+        FallbackReason.DEADLINE,
+        FallbackReason.OVERLOADED,
+    }
+    model = [body for _, body in answers if not body["fallback"]]
+    assert all(body["timings"]["total_ms"] < budget_ms for body in model), "no model answer past its budget"
+
+
+# ---------------------------------------------------------------------- fuzzing
+def test_the_api_fuzzed_from_its_own_openapi_never_answers_500(api):
+    """Every operation of the API's own OpenAPI description, with cases schemathesis generates from it
+    (valid and invalid bodies, paths and queries), with and without a key: never a server error."""
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import not_a_server_error
+
+    schema = schemathesis.openapi.from_url(f"{api.url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.path for op in operations} >= {"/v1/recommendations", "/v1/products/{product_code}/similar"}
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def fuzz(case):
+            case.call_and_validate(base_url=api.url, headers=HEADERS, checks=[not_a_server_error])
+            assert case.call(base_url=api.url).status_code < 500
+
+        fuzz()
