@@ -4,7 +4,7 @@
 
 In its own state folder (.state/bench-freshness: MariaDB, lake, warehouse, Airflow home), it seeds
 the preset, starts `airflow standalone` (scheduler, DAG processor, API server, triggerer) with
-`extract_replica` on the given cron and `transform_warehouse` on its Asset, and keeps inserting and
+`extract_classicmodels` on the given cron and `transform_warehouse` on its Asset, and keeps inserting and
 shipping orders with the live generator. It reads, from Airflow's metadata database:
 
 * each cycle: the extraction run's start to the end of the transform run it triggered;
@@ -58,7 +58,7 @@ def read_progress(db: Path) -> dict:
     try:
         runs = conn.execute(
             "select dag_id, run_id, start_date, end_date, state, run_type from dag_run "
-            "where dag_id in ('extract_replica', 'transform_warehouse') order by start_date"
+            "where dag_id in ('extract_classicmodels', 'transform_warehouse') order by start_date"
         ).fetchall()
         events = conn.execute(
             "select e.extra, e.timestamp, e.source_run_id from asset_event e join asset a on a.id = e.asset_id "
@@ -109,7 +109,7 @@ def main() -> int:
     parser.add_argument(
         "--dbt-mode",
         default="watcher",
-        choices=["local", "watcher"],
+        choices=["build_first", "local", "watcher"],
         help="cosmos execution mode (RETAIL_DBT_EXECUTION_MODE)",
     )
     parser.add_argument("--state-dir", default=str(ROOT / ".state" / "bench-freshness"))
@@ -156,7 +156,10 @@ def main() -> int:
         summary = seed_source(preset=args.preset, scale=args.scale, replace=True, settings=settings)
         print(f"seeded {args.preset}: {summary['row_counts']}", file=sys.stderr, flush=True)
     reader = sandbox_source(settings)[0]
-    child_env = dict(os.environ)
+    # Every part of the sandbox (the retraining DAG publishes to its vector database, ...).
+    from retail_platform.sandbox.launcher import start as start_sandbox
+
+    child_env = dict(os.environ) | start_sandbox()
     prepare_airflow(settings, child_env)
     ensure_manifest(settings)
     log = (state / "logs").mkdir(parents=True, exist_ok=True) or (state / "logs" / "standalone.log")
@@ -224,7 +227,7 @@ def main() -> int:
             os.killpg(airflow.pid, signal.SIGKILL)
     progress = read_progress(db)
     runs = progress["runs"]
-    extracts = [r for r in runs if r[0] == "extract_replica" and r[4] == "success"]
+    extracts = [r for r in runs if r[0] == "extract_classicmodels" and r[4] == "success"]
     transforms = [r for r in runs if r[0] == "transform_warehouse" and r[4] == "success"]
     cycles = []
     for run in transforms:

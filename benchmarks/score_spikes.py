@@ -43,7 +43,7 @@ def run_seed(args, seed: int) -> dict:
     shutil.rmtree(state / "warehouse", ignore_errors=True)
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     started = time.perf_counter()
-    for plan in plan_run(settings, end - timedelta(hours=1), end):
+    for plan in plan_run(settings, "classicmodels", end - timedelta(hours=1), end):
         run_local(settings, plan)
     timings["extract_s"] = time.perf_counter() - started
     started = time.perf_counter()

@@ -1,17 +1,18 @@
 """
-### extract_replica
+### extract_<source>
 
-Extracts the `classicmodels` read replica into the Parquet lake, one **atomic batch per table
-and data interval** (`raw/classicmodels/<table>/batch_id=<interval>/`, manifest written last).
+Extracts the `<source>` read replica into the Parquet lake, one **atomic batch per table and data
+interval** (`<prefix>/<table>/batch_id=<interval>/`, manifest written, then the table's index
+switched). One such DAG per source contract in `RETAIL_CONTRACTS_DIR`.
 
 * **Schedule:** `RETAIL_EXTRACT_SCHEDULE` (cron, default hourly; down to `*/10 * * * *`). Each run
   reads its data interval, so a rerun or backfill rewrites exactly that interval's batches.
 * **Tasks:** `plan_batches` reads `information_schema` once and plans every table of the source
-  contract; `extract_table` is mapped per table in the `classicmodels_replica` pool (caps concurrent
-  queries on the replica) with a statement timeout; `publish` emits the
-  `retail://lake/raw/classicmodels` Asset that `transform_warehouse` is scheduled on.
+  contract; `extract_table` is mapped per table in the `<pool>` pool (caps concurrent queries on
+  the replica, connection `<connection>`) with a statement timeout; `publish` emits the
+  `<asset>` Asset that `transform_warehouse` is scheduled on.
 * **Engines:** `RETAIL_EXTRACT_ENGINE=local` streams with connectorx in the worker; `glue` runs the
-  same extraction as an AWS Glue (Spark) job per table.
+  same extraction skeleton as an AWS Glue (Spark) job per table.
 * **Failures:** a replica that does not answer, lags or stopped replicating is announced once to
   the downstream users (data will be stale), and again on recovery; the plan retries with backoff
   (at most about 3 minutes in all). A configuration problem (a missing or malformed connection, a
@@ -28,73 +29,99 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
-from retail_airflow.assets import RAW_CLASSICMODELS
+from retail_airflow.assets import raw_lake_asset
 from retail_airflow.dag_defaults import platform_default_args
 from retail_airflow.notifiers import SourceOutageNotifier
 
+from retail_platform.extract.skeleton import ExtractEngine
 from retail_platform.settings import Settings
+from retail_platform.sources import SourceNames, source_names
 
 SETTINGS = Settings.from_env()  # environment only: no database or Variable at parse time
-REPLICA_POOL = "classicmodels_replica"
 
 
-@dag(
-    dag_id="extract_replica",
-    schedule=CronDataIntervalTimetable(SETTINGS.extract_schedule, timezone="UTC"),
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
-    catchup=False,
-    max_active_runs=1,
-    default_args=platform_default_args("data-platform", execution_timeout=timedelta(minutes=45)),
-    tags=["extract", "classicmodels", "lake"],
-    doc_md=__doc__,
-)
-def extract_replica():
-    @task(
-        retries=3,
-        retry_delay=timedelta(seconds=15),
-        max_retry_delay=timedelta(minutes=1),
-        execution_timeout=timedelta(minutes=5),
-        on_failure_callback=SourceOutageNotifier(),
+def document(names: SourceNames) -> str:
+    replacements = {
+        "<source>": names.name,
+        "<prefix>": names.lake_prefix,
+        "<pool>": names.pool,
+        "<connection>": names.connection_id,
+        "<asset>": names.asset_uri,
+    }
+    text = __doc__
+    for placeholder, value in replacements.items():
+        text = text.replace(placeholder, value)
+    return text
+
+
+def extraction_dag(names: SourceNames):
+    lake_asset = raw_lake_asset(names)
+
+    @dag(
+        dag_id=names.extract_dag_id,
+        schedule=CronDataIntervalTimetable(SETTINGS.extract_schedule, timezone="UTC"),
+        start_date=datetime(2026, 1, 1, tzinfo=UTC),
+        catchup=False,
+        max_active_runs=1,
+        default_args=platform_default_args("data-platform", execution_timeout=timedelta(minutes=45)),
+        tags=["extract", names.name, "lake"],
+        doc_md=document(names),
     )
-    def plan_batches(data_interval_start=None, data_interval_end=None, ti=None) -> list[dict]:
-        from retail_platform.extract.runner import plan_run
-
-        return plan_run(
-            SETTINGS, data_interval_start, data_interval_end, run_url=getattr(ti, "log_url", None)
+    def extract():
+        @task(
+            retries=3,
+            retry_delay=timedelta(seconds=15),
+            max_retry_delay=timedelta(minutes=1),
+            execution_timeout=timedelta(minutes=5),
+            on_failure_callback=SourceOutageNotifier(names.name),
         )
+        def plan_batches(data_interval_start=None, data_interval_end=None, ti=None) -> list[dict]:
+            from retail_platform.extract.runner import plan_run
 
-    plans = plan_batches()
+            plans = plan_run(
+                SETTINGS,
+                names.name,
+                data_interval_start,
+                data_interval_end,
+                run_url=getattr(ti, "log_url", None),
+            )
+            return [plan.to_dict() for plan in plans]  # JSON through XCom
 
-    if SETTINGS.extract_engine == "glue":
-        from retail_airflow.glue import glue_extraction
+        plans = plan_batches()
 
-        results = glue_extraction(SETTINGS, plans, pool=REPLICA_POOL)
-    else:
+        if ExtractEngine(SETTINGS.extract_engine) is ExtractEngine.GLUE:
+            from retail_airflow.glue import glue_extraction
 
-        @task(pool=REPLICA_POOL, map_index_template="{{ table }}")
-        def extract_table(plan: dict) -> dict:
-            from airflow.sdk.exceptions import AirflowSkipException
+            results = glue_extraction(SETTINGS, names, plans)
+        else:
 
-            from retail_platform.extract.local_engine import BatchSkipped
-            from retail_platform.extract.runner import run_local
+            @task(pool=names.pool, map_index_template="{{ table }}")
+            def extract_table(plan: dict) -> dict:
+                from airflow.sdk.exceptions import AirflowSkipException
 
-            get_current_context()["table"] = plan["table"]
-            try:
-                return run_local(SETTINGS, plan)
-            except BatchSkipped as skipped:
-                raise AirflowSkipException(str(skipped)) from None
+                from retail_platform.extract.runner import run_local
+                from retail_platform.extract.skeleton import BatchSkipped
 
-        results = extract_table.expand(plan=plans)
+                get_current_context()["table"] = plan["table"]
+                try:
+                    return run_local(SETTINGS, plan)
+                except BatchSkipped as skipped:
+                    raise AirflowSkipException(str(skipped)) from None
 
-    @task(outlets=[RAW_CLASSICMODELS], trigger_rule="all_done")
-    def publish(plans: list[dict] | None, results, *, outlet_events=None) -> dict:
-        from retail_platform.extract.publish import summarise_run
+            results = extract_table.expand(plan=plans)
 
-        summary = summarise_run(plans, results)
-        outlet_events[RAW_CLASSICMODELS].extra = summary
-        return summary
+        @task(outlets=[lake_asset], trigger_rule="all_done")
+        def publish(plans: list[dict] | None, results, *, outlet_events=None) -> dict:
+            from retail_platform.extract.publish import summarise_run
 
-    publish(plans, results)
+            summary = summarise_run(plans, results)
+            outlet_events[lake_asset].extra = summary
+            return summary
+
+        publish(plans, results)
+
+    return extract()
 
 
-extract_replica()
+for _names in source_names(SETTINGS.contracts_dir):
+    extraction_dag(_names)

@@ -2,7 +2,7 @@
 ### transform_warehouse
 
 Builds the warehouse with dbt from the lake's committed batches, every time extraction publishes
-new batches (scheduled on the `retail://lake/raw/classicmodels` Asset). **Write-audit-publish:**
+new batches (scheduled on any source's `retail://lake/raw/<source>` Asset). **Write-audit-publish:**
 readers see a build only after every one of its tests passed.
 
 1. `register_lake_sources`: the sources become views (DuckDB) or Spectrum tables (Redshift) over the
@@ -15,7 +15,8 @@ readers see a build only after every one of its tests passed.
 4. `publish_warehouse`: only when the whole build passed, readers are switched to it atomically
    (a new read-only snapshot file, or a schema rename in one transaction), and the
    `retail://warehouse/marts/analytics` Asset is published. `export_training_table` then writes
-   `ratings_ml_training` to `lake/ml/` and publishes the Asset the retraining DAG waits for.
+   `ratings_ml_training` to `lake/ml/` and publishes the Asset the retraining DAG waits for, and
+   `announce_demand_spikes` tells marketing, once each, about the demand spikes happening now.
 5. `report_failed_build`: when anything failed, one alert names the failed tests and how many rows
    each found; the marts stay exactly as the last good build left them.
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import dag, task
-from retail_airflow.assets import ANALYTICS_MARTS, RAW_CLASSICMODELS, TRAINING_EXPORT
+from retail_airflow.assets import ANALYTICS_MARTS, TRAINING_EXPORT, any_raw_lake_asset
 from retail_airflow.dag_defaults import platform_default_args
 from retail_airflow.dbt import (
     WAREHOUSE_POOL,
@@ -37,13 +38,14 @@ from retail_airflow.dbt import (
 )
 
 from retail_platform.settings import Settings
+from retail_platform.sources import source_names
 
 SETTINGS = Settings.from_env()
 
 
 @dag(
     dag_id="transform_warehouse",
-    schedule=[RAW_CLASSICMODELS],
+    schedule=any_raw_lake_asset(source_names(SETTINGS.contracts_dir)),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
@@ -81,6 +83,12 @@ def transform_warehouse():
         outlet_events[TRAINING_EXPORT].extra = summary
         return summary
 
+    @task
+    def announce_demand_spikes() -> dict:
+        from retail_platform.dashboard.spike_alerts import announce_spikes
+
+        return announce_spikes(SETTINGS)
+
     @task(pool=WAREHOUSE_POOL, trigger_rule="all_done")
     def report_failed_build(*, ti=None, dag_run=None) -> dict:
         from retail_platform.warehouse.transform import report_failed_build as report
@@ -89,13 +97,9 @@ def transform_warehouse():
         return report(SETTINGS, failed) if failed else {"failed_nodes": []}
 
     build = dbt_build_group(SETTINGS)
-    (
-        register_lake_sources()
-        >> check_source_freshness()
-        >> build
-        >> publish_warehouse()
-        >> export_training_table()
-    )
+    published = register_lake_sources() >> check_source_freshness() >> build >> publish_warehouse()
+    published >> export_training_table()
+    published >> announce_demand_spikes()
     report_after_whole_group(build, report_failed_build())
 
 

@@ -63,6 +63,20 @@ def mariadb():
 
 
 @pytest.fixture(scope="session")
+def vector_db():
+    """The sandbox's PostgreSQL + pgvector of the test run (started once, stopped at the end), handed
+    to the code under test as AIRFLOW_CONN_RETAIL_VECTORS, as ./platform hands it on."""
+    from retail_platform.sandbox.postgres import LocalPostgres
+
+    instance = LocalPostgres.from_settings().ensure_running()
+    os.environ.update(instance.connection_env())
+    yield instance
+    for name in instance.env_names:
+        os.environ.pop(name, None)
+    instance.stop()
+
+
+@pytest.fixture(scope="session")
 def admin(mariadb):
     return mariadb.connection("admin")
 

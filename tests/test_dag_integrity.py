@@ -17,7 +17,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_FILES = sorted(p for p in (ROOT / "dags").glob("*.py") if not p.name.startswith("_"))
-EXPECTED_DAGS = {"extract_replica", "transform_warehouse", "watch_source_schema", "retrain_recommender"}
+EXPECTED_DAGS = {
+    "extract_classicmodels",
+    "transform_warehouse",
+    "watch_classicmodels_schema",
+    "retrain_recommender",
+    "compact_lake",
+}
 # Connection ids anything in the platform looks up.
 KNOWN_CONNECTIONS = {
     "classicmodels_replica": "mysql://reader:secret@127.0.0.1:{port}/classicmodels",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -12,9 +11,10 @@ import pytest
 from retail_platform.contract.model import load_contract
 from retail_platform.extract import glue_job
 from retail_platform.extract.plan import plan_extraction
-from retail_platform.extract.runner import lake_for, state_for
+from retail_platform.lake.batches import lake_for
 from retail_platform.settings import Settings
 from retail_platform.source.introspect import read_live_schema
+from retail_platform.state import state_for
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = load_contract(ROOT / "include" / "contracts" / "classicmodels.yml")
@@ -47,11 +47,11 @@ def test_extract_dag_commits_every_table_and_publishes_the_asset(seeded, dagbag,
     monkeypatch.setenv("RETAIL_LAKE_URI", str(tmp_path / "lake"))
     from airflow.dag_processing.dagbag import DagBag
 
-    dag = DagBag(dag_folder=str(ROOT / "dags" / "extract_replica.py")).get_dag("extract_replica")
+    dag = DagBag(dag_folder=str(ROOT / "dags" / "extract_replica.py")).get_dag("extract_classicmodels")
     run = dag.test(logical_date=pendulum.datetime(2026, 11, 24, 10, tz="UTC"))
     assert run.state == "success", _states(run)
     assert {m for (t, m), s in _states(run).items() if t == "extract_table" and s == "success"} == set(TABLES)
-    lake = lake_for(Settings.from_env())
+    lake = lake_for(Settings.from_env(), "classicmodels")
     for table in TABLES:
         (manifest,) = lake.committed_batches(table)
         assert manifest["batch_id"] == "20261124T090000Z_20261124T100000Z"  # the run's data interval
@@ -75,7 +75,7 @@ def test_a_breaking_change_pauses_that_table_only_and_the_run_still_publishes(
     try:
         from airflow.dag_processing.dagbag import DagBag
 
-        dag = DagBag(dag_folder=str(ROOT / "dags" / "extract_replica.py")).get_dag("extract_replica")
+        dag = DagBag(dag_folder=str(ROOT / "dags" / "extract_replica.py")).get_dag("extract_classicmodels")
         run = dag.test(logical_date=pendulum.datetime(2026, 11, 24, 12, tz="UTC"))
     finally:
         sql.execute(admin, "ALTER TABLE payments MODIFY COLUMN amount DECIMAL(10,2) NOT NULL")
@@ -83,9 +83,9 @@ def test_a_breaking_change_pauses_that_table_only_and_the_run_still_publishes(
     assert run.state == "success"
     assert states[("extract_table", "payments")] == "skipped"
     assert states[("publish", -1)] == "success"
-    lake = lake_for(Settings.from_env())
+    lake = lake_for(Settings.from_env(), "classicmodels")
     assert lake.committed_batches("payments") == [] and lake.committed_batches("orders") != []
-    (pause,) = state_for(Settings.from_env()).pauses().values()
+    (pause,) = state_for(Settings.from_env(), "classicmodels").pauses().values()
     assert pause["table"] == "payments" and "type narrowed `amount`" in pause["reason"]
 
 
@@ -99,15 +99,15 @@ def test_both_engines_write_the_same_rows_for_every_table(seeded, reader, tmp_pa
     plans = plan_extraction(
         CONTRACT, read_live_schema(reader), interval_start=end.subtract(hours=1), interval_end=end
     )
-    local = RawLake(LakeStorage.from_uri(str(tmp_path / "local")))
-    spark = RawLake(LakeStorage.from_uri(str(tmp_path / "spark")))
+    local = RawLake(LakeStorage.from_uri(str(tmp_path / "local")), "classicmodels")
+    spark = RawLake(LakeStorage.from_uri(str(tmp_path / "spark")), "classicmodels")
     os.environ["GLUE_TEST_SOURCE"] = reader.url()
     for plan in plans:
         extract_batch(plan, reader=reader, lake=local)
         glue_job.main(
             [
                 "--plan",
-                json.dumps(plan),
+                plan.to_json(),
                 "--lake-uri",
                 str(tmp_path / "spark"),
                 "--source-url-env",
@@ -120,7 +120,9 @@ def test_both_engines_write_the_same_rows_for_every_table(seeded, reader, tmp_pa
         )
     from pyspark.sql import SparkSession
 
-    SparkSession.getActiveSession().stop()  # its gateway would otherwise log after pytest closed its streams
+    active = SparkSession.getActiveSession()
+    if active is not None:  # its gateway would otherwise log after pytest closed its streams
+        active.stop()
     for table in TABLES:
         a, b = local.read_table(table), spark.read_table(table)
         assert {f.name: f.type for f in a.schema} == {f.name: f.type for f in b.schema}, table
@@ -140,9 +142,11 @@ def test_source_outage_is_announced_once_and_recovery_once(tmp_path, monkeypatch
     monkeypatch.setenv("RETAIL_LAKE_URI", str(tmp_path / "lake"))
     monkeypatch.setenv("RETAIL_ALERTS_FILE", str(tmp_path / "alerts.jsonl"))
     settings = Settings.from_env()
-    assert report_source_outage(settings, 'OperationalError: (2003, "Can\'t connect")') is True
-    assert report_source_outage(settings, "OperationalError: timeout") is False
-    state = state_for(settings)
+    assert (
+        report_source_outage(settings, "classicmodels", 'OperationalError: (2003, "Can\'t connect")') is True
+    )
+    assert report_source_outage(settings, "classicmodels", "OperationalError: timeout") is False
+    state = state_for(settings, "classicmodels")
     assert health.report_healthy(state, channel="#data", settings=settings) is True
     assert health.report_healthy(state, channel="#data", settings=settings) is False
     alerts = read_alerts(settings)

@@ -28,8 +28,8 @@ from retail_platform.contract.model import load_contract
 from retail_platform.extract.local_engine import ExtractionError, extract_batch
 from retail_platform.extract.plan import plan_extraction
 from retail_platform.extract.reconcile import ReconciliationError
-from retail_platform.extract.runner import lake_for, plan_run
-from retail_platform.lake.batches import RawLake
+from retail_platform.extract.runner import plan_run
+from retail_platform.lake.batches import RawLake, lake_for
 from retail_platform.lake.storage import LakeStorage
 from retail_platform.settings import Settings
 from retail_platform.source.introspect import read_live_schema
@@ -49,7 +49,7 @@ def extract_all(reader, lake: RawLake, start, end, *, tables=None) -> dict:
     plans = plan_extraction(
         CONTRACT, read_live_schema(reader), interval_start=start, interval_end=end, tables=tables
     )
-    return {p["table"]: extract_batch(p, reader=reader, lake=lake) for p in plans}
+    return {p.table: extract_batch(p, reader=reader, lake=lake) for p in plans}
 
 
 def staged_keys(lake: RawLake, table: str) -> set:
@@ -61,7 +61,7 @@ def staged_keys(lake: RawLake, table: str) -> set:
 def extract_dag():
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(ROOT / "dags" / "extract_replica.py")).get_dag("extract_replica")
+    return DagBag(dag_folder=str(ROOT / "dags" / "extract_replica.py")).get_dag("extract_classicmodels")
 
 
 def task_instance(run, task_id: str):
@@ -121,7 +121,7 @@ def test_a_connection_kept_in_airflows_metadata_database_is_used(
             session.query(Connection).filter(Connection.conn_id == "classicmodels_replica").delete()
     assert run.state == "success"
     assert _mariadb_servers() == servers, "no private MariaDB was started"
-    orders = lake_for(own_lake).committed_batches("orders")[0]
+    orders = lake_for(own_lake, "classicmodels").committed_batches("orders")[0]
     from conftest import SQLRunner
 
     # Half the classic preset: 163 orders (the sandbox's classicmodels has 326).
@@ -147,9 +147,10 @@ def test_a_missing_connection_fails_at_once_and_names_it(mariadb, airflow_db, ow
 def _bad_contract(tmp_path: Path) -> str:
     doc = yaml.safe_load(CONTRACT_PATH.read_text())
     doc["tables"]["customers"]["extraction"]["cursor"] = "updated_att"
-    path = tmp_path / "contract.yml"
-    path.write_text(yaml.safe_dump(doc))
-    return str(path)
+    folder = tmp_path / "contracts"
+    folder.mkdir()
+    (folder / "classicmodels.yml").write_text(yaml.safe_dump(doc))
+    return str(folder)
 
 
 @pytest.mark.parametrize(
@@ -169,7 +170,7 @@ def test_a_configuration_error_fails_at_once_with_one_configuration_alert(
         "port typo": (REPLICA_VAR, reader.url().replace(f":{reader.port}/", ":33o6/")),
         "wrong password": (REPLICA_VAR, reader.url().replace(f":{reader.password}@", ":wrong@")),
         "closed port": (REPLICA_VAR, reader.url().replace(f":{reader.port}/", f":{TcpProxy._free_port()}/")),
-        "invalid contract": ("RETAIL_CONTRACT_PATH", _bad_contract(tmp_path)),
+        "invalid contract": ("RETAIL_CONTRACTS_DIR", _bad_contract(tmp_path)),
     }
     monkeypatch.setenv(*bad[fault])
     started = time.perf_counter()
@@ -192,7 +193,7 @@ def test_an_outage_of_a_replica_that_answered_before_is_retried_and_announced_on
     proxy = TcpProxy(reader.host, reader.port)
     monkeypatch.setenv(REPLICA_VAR, reader.url().replace(f":{reader.port}/", f":{proxy.port}/"))
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    plan_run(Settings.from_env(), end - timedelta(hours=1), end)  # it answered once
+    plan_run(Settings.from_env(), "classicmodels", end - timedelta(hours=1), end)  # it answered once
     proxy.down()
     try:
         dag = extract_dag()
@@ -213,7 +214,7 @@ def test_worst_case_retry_time_stays_well_inside_the_shortest_schedule(dagbag):
     under half of the shortest interval we recommend (10 minutes)."""
     from airflow.models.taskinstance import TaskInstance
 
-    dag = dagbag.get_dag("extract_replica")
+    dag = dagbag.get_dag("extract_classicmodels")
     worst = {}
     for task in dag.tasks:
         total = timedelta()
@@ -233,7 +234,7 @@ def test_a_rerun_of_the_latest_interval_after_updates_keeps_every_key(sql, reade
     the rerun reads to now and keeps all of them, with their new values."""
     db = seed_scratch("rerun", fresh=True)
     source = reader.with_database(db.database)
-    lake = RawLake(LakeStorage.from_uri(str(tmp_path / "lake")))
+    lake = RawLake(LakeStorage.from_uri(str(tmp_path / "lake")), "classicmodels")
     interval = hour_interval()
     extract_all(source, lake, *interval, tables=["customers"])
     sql.execute(db, "UPDATE customers SET creditLimit = creditLimit + 1 WHERE customerNumber % 4 = 0")
@@ -250,11 +251,11 @@ def test_reconciliation_refuses_a_rewrite_that_drops_keys_the_source_has(
 ):
     """The same rerun with the old rule (the first run's upper bound) would drop the updated customers:
     the rewrite is refused, naming the table and keys, and the committed batch stays."""
-    from retail_platform.extract import bounds, local_engine
+    from retail_platform.extract import bounds, skeleton
 
     db = seed_scratch("rerun_guard", fresh=True)
     source = reader.with_database(db.database)
-    lake = RawLake(LakeStorage.from_uri(str(tmp_path / "lake")))
+    lake = RawLake(LakeStorage.from_uri(str(tmp_path / "lake")), "classicmodels")
     interval = hour_interval()
     first = extract_all(source, lake, *interval, tables=["customers"])["customers"]
     sql.execute(db, "UPDATE customers SET creditLimit = creditLimit + 1 WHERE customerNumber % 4 = 0")
@@ -263,7 +264,7 @@ def test_reconciliation_refuses_a_rewrite_that_drops_keys_the_source_has(
     def old_rule(plan, **kwargs):
         return real(plan, **(kwargs | {"source_now": None}))  # reuse the first run's range as it was
 
-    monkeypatch.setattr(local_engine, "resolve_bounds", old_rule)
+    monkeypatch.setattr(skeleton, "resolve_bounds", old_rule)
     with pytest.raises(ReconciliationError, match=r"customers: rewriting batch .* would drop \d+ keys"):
         extract_all(source, lake, *interval, tables=["customers"])
     assert lake.committed_batches("customers")[0]["attempt"] == first["attempt"]
@@ -282,7 +283,7 @@ def committed_state_is_whole(lake: RawLake, table: str) -> None:
 def test_the_replica_going_away_mid_extraction_commits_nothing_half(reader, seed_scratch, tmp_path):
     db = seed_scratch("kill", preset="prod", scale=0.03)
     source = reader.with_database(db.database)
-    lake = RawLake(LakeStorage.from_uri(str(tmp_path / "lake")))
+    lake = RawLake(LakeStorage.from_uri(str(tmp_path / "lake")), "classicmodels")
     interval = hour_interval()
     before = extract_all(source, lake, *interval, tables=["orderdetails"])["orderdetails"]
     proxy = TcpProxy(source.host, source.port)
@@ -319,7 +320,7 @@ def small_disk(tmp_path):
 def test_a_full_disk_while_writing_a_batch_leaves_the_lake_whole(reader, seed_scratch, small_disk):
     db = seed_scratch("kill", preset="prod", scale=0.03)
     source = reader.with_database(db.database)
-    lake = RawLake(LakeStorage.from_uri(str(small_disk / "lake")))
+    lake = RawLake(LakeStorage.from_uri(str(small_disk / "lake")), "classicmodels")
     interval = hour_interval()
     offices = extract_all(source, lake, *interval, tables=["offices"])["offices"]
     with pytest.raises(ExtractionError, match="orderdetails: writing batch .* to the lake failed"):
@@ -347,7 +348,7 @@ def warehouse(reader, seed_scratch, tmp_path_factory):
         mp.setenv("RETAIL_DUCKDB_PATH", str(tmp / "warehouse" / "retail.duckdb"))
         mp.setenv("RETAIL_ALERTS_FILE", str(tmp / "alerts.jsonl"))
         settings = Settings.from_env()
-        extract_all(source, lake_for(settings), *hour_interval(2))
+        extract_all(source, lake_for(settings, "classicmodels"), *hour_interval(2))
         assert build_in_child().returncode == 0
         yield settings, db, source, mp
 
@@ -389,11 +390,11 @@ MARTS = (
 
 def published(settings: Settings) -> tuple[str, dict]:
     """Which snapshot readers see, and every mart's content digest there."""
-    from retail_platform.warehouse.snapshots import published_snapshot, read_only
+    from retail_platform.warehouse.snapshots import published_build_id, read_only
 
     with read_only(settings) as conn:
         digests = {m: conn.execute(f"select count(*), sum(hash(m)) from {m} as m").fetchone() for m in MARTS}
-    return published_snapshot(settings).name, digests
+    return published_build_id(settings), digests
 
 
 def test_a_locked_build_file_fails_the_build_not_the_readers(warehouse):
@@ -470,7 +471,9 @@ def test_failed_dbt_tests_never_reach_the_marts(warehouse, sql):
         f"VALUES ({order}, '{product}', 2, -5.00, 1)",
     )
     now = datetime.now(UTC)
-    extract_all(source, lake_for(settings), now - timedelta(hours=1), now + timedelta(minutes=1))
+    extract_all(
+        source, lake_for(settings, "classicmodels"), now - timedelta(hours=1), now + timedelta(minutes=1)
+    )
     build = build_in_child()
     assert (
         build.returncode != 0
@@ -511,7 +514,9 @@ def scratch_replica(seed_scratch, reader, own_lake, monkeypatch, dbt_manifest):
 def _watch(settings):
     from retail_platform.schema_watch.watch import run_watch
 
-    return run_watch(settings, run_url="http://airflow.example/dags/watch_source_schema/runs/r1")
+    return run_watch(
+        settings, "classicmodels", run_url="http://airflow.example/dags/watch_classicmodels_schema/runs/r1"
+    )
 
 
 @pytest.mark.parametrize("fault", ["500", "timeout"])
@@ -562,19 +567,19 @@ def test_a_failed_resumed_announcement_is_retried_once_delivered(scratch_replica
 
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     sql.execute(scratch_replica, "ALTER TABLE payments MODIFY COLUMN amount DECIMAL(9,2) NOT NULL")
-    plan_run(own_lake, end - timedelta(hours=1), end)
-    from retail_platform.extract.runner import state_for
+    plan_run(own_lake, "classicmodels", end - timedelta(hours=1), end)
+    from retail_platform.state import state_for
 
-    assert "payments" in state_for(own_lake).pauses()
+    assert "payments" in state_for(own_lake, "classicmodels").pauses()
     sql.execute(scratch_replica, "ALTER TABLE payments MODIFY COLUMN amount DECIMAL(10,2) NOT NULL")
     slack.fail_when(lambda text: "resumed" in text, 500)
-    plans = plan_run(own_lake, end, end + timedelta(hours=1))  # resumes; the message fails
-    assert not next(p for p in plans if p["table"] == "payments")["skip_reason"]
+    plans = plan_run(own_lake, "classicmodels", end, end + timedelta(hours=1))  # resumes; the message fails
+    assert not next(p for p in plans if p.table == "payments").skip_reason
     assert not any("resumed" in t for t in slack.texts())
     slack.heal()
     notify_changes(_watch(own_lake), own_lake)
     notify_changes(_watch(own_lake), own_lake)
-    plan_run(own_lake, end, end + timedelta(hours=1))
+    plan_run(own_lake, "classicmodels", end, end + timedelta(hours=1))
     assert [t for t in slack.texts() if "resumed" in t] == [
         "Extraction of classicmodels.payments resumed\nNo breaking difference between the contract and the replica is left."
     ]
@@ -584,10 +589,22 @@ def test_a_failed_resumed_announcement_is_retried_once_delivered(scratch_replica
 
 
 def test_summarise_run_publishes_what_committed_and_withholds_for_a_critical_failure():
+    from retail_platform.extract.plan import TablePlan
     from retail_platform.extract.publish import CriticalTablesFailed, summarise_run
 
     plans = [
-        {"table": t, "batch_id": "b", "critical": t == "customers", "skip_reason": None, "error": None}
+        TablePlan(
+            source="classicmodels",
+            database="classicmodels",
+            table=t,
+            batch_id="b",
+            interval_start=datetime(2026, 11, 30, tzinfo=UTC),
+            interval_end=datetime(2026, 11, 30, 1, tzinfo=UTC),
+            declared_mode="full",
+            mode="full",
+            primary_key=["id"],
+            critical=t == "customers",
+        ).to_dict()
         for t in ("customers", "offices", "orders")
     ]
     committed = {"table": "orders", "rows": 5, "mode": "incremental", "new_columns": []}
@@ -695,7 +712,7 @@ def test_a_failed_glue_job_still_publishes_the_tables_that_committed(
         (event,) = session.scalars(select(AssetEvent).where(AssetEvent.source_run_id == run.run_id)).all()
     assert sorted(event.extra["committed"]) == sorted(t for t in CONTRACT.tables if t != "offices")
     assert list(event.extra["failed"]) == ["offices"]
-    lake = lake_for(own_lake)
+    lake = lake_for(own_lake, "classicmodels")
     assert lake.committed_batches("offices") == [] and lake.committed_batches("orders")[0]["engine"] == "glue"
     # The wiring: one job, its script and the package staged on S3, one run per planned table.
     glue, s3 = (boto3.client(name, endpoint_url=moto_server) for name in ("glue", "s3"))

@@ -184,7 +184,9 @@ def watched_source(mariadb, sql, admin, tmp_path, monkeypatch, dbt_manifest):
 def _watch_and_notify(settings, now=None):
     from retail_platform.schema_watch.notify import notify_changes
 
-    report = run_watch(settings, run_url="http://airflow.example/dags/watch_source_schema/runs/r1", now=now)
+    report = run_watch(
+        settings, "classicmodels", run_url="http://airflow.example/dags/watch_source_schema/runs/r1", now=now
+    )
     notify_changes(report, settings)
     return report
 
@@ -230,13 +232,13 @@ def test_slack_message_per_change_set_once_with_reminders(watched_source, sql, s
 
 
 def test_history_of_schemas_is_kept(watched_source, sql):
-    from retail_platform.extract.runner import state_for
+    from retail_platform.state import state_for
 
     settings = Settings.from_env()
-    run_watch(settings)
+    run_watch(settings, "classicmodels")
     sql.execute(watched_source, "ALTER TABLE offices ADD COLUMN fax VARCHAR(50) NULL")
-    run_watch(settings, now=datetime.now(UTC) + timedelta(minutes=10))
-    state = state_for(settings)
+    run_watch(settings, "classicmodels", now=datetime.now(UTC) + timedelta(minutes=10))
+    state = state_for(settings, "classicmodels")
     history = state.list("schema", "history")
     assert len(history) == 2
     newest = state.get("schema", "history", history[-1])
@@ -249,23 +251,26 @@ def test_pause_and_accept_end_to_end_with_the_extraction_dag(
     from airflow.dag_processing.dagbag import DagBag
 
     from retail_platform.alerts import read_alerts
-    from retail_platform.extract.runner import lake_for, state_for
+    from retail_platform.lake.batches import lake_for
+    from retail_platform.state import state_for
 
     settings = Settings.from_env()
     sql.execute(watched_source, "SET foreign_key_checks = 0", "ALTER TABLE products DROP COLUMN MSRP")
-    watch = DagBag(dag_folder=str(ROOT / "dags" / "watch_source_schema.py")).get_dag("watch_source_schema")
+    watch = DagBag(dag_folder=str(ROOT / "dags" / "watch_source_schema.py")).get_dag(
+        "watch_classicmodels_schema"
+    )
     run = watch.test(logical_date=pendulum.now("UTC"))
     assert run.state == "success"
-    assert set(state_for(settings).pauses()) == {"products"}
+    assert set(state_for(settings, "classicmodels").pauses()) == {"products"}
     assert any(a["kind"] == "schema_change" and "products" in a["title"] for a in read_alerts(settings))
 
-    extract = DagBag(dag_folder=str(ROOT / "dags" / "extract_replica.py")).get_dag("extract_replica")
+    extract = DagBag(dag_folder=str(ROOT / "dags" / "extract_replica.py")).get_dag("extract_classicmodels")
     run = extract.test(logical_date=pendulum.datetime(2026, 11, 24, 10, tz="UTC"))
     states = {
         ti.rendered_map_index: ti.state for ti in run.get_task_instances() if ti.task_id == "extract_table"
     }
     assert run.state == "success" and states["products"] == "skipped" and states["orders"] == "success"
-    lake = lake_for(settings)
+    lake = lake_for(settings, "classicmodels")
     assert lake.committed_batches("products") == [] and lake.committed_batches("orders")
 
     # The operator accepts the change: the contract no longer expects MSRP (reviewed and merged).
@@ -273,19 +278,20 @@ def test_pause_and_accept_end_to_end_with_the_extraction_dag(
     accepted["tables"]["products"]["columns"] = [
         c for c in accepted["tables"]["products"]["columns"] if c["name"] != "MSRP"
     ]
-    path = tmp_path / "accepted.yml"
-    path.write_text(yaml.safe_dump(accepted))
-    monkeypatch.setenv("RETAIL_CONTRACT_PATH", str(path))
+    folder = tmp_path / "contracts"
+    folder.mkdir()
+    (folder / "classicmodels.yml").write_text(yaml.safe_dump(accepted))
+    monkeypatch.setenv("RETAIL_CONTRACTS_DIR", str(folder))
     run = (
         DagBag(dag_folder=str(ROOT / "dags" / "extract_replica.py"))
-        .get_dag("extract_replica")
+        .get_dag("extract_classicmodels")
         .test(logical_date=pendulum.datetime(2026, 11, 24, 11, tz="UTC"))
     )
     states = {
         ti.rendered_map_index: ti.state for ti in run.get_task_instances() if ti.task_id == "extract_table"
     }
     assert states["products"] == "success"
-    assert state_for(settings).pauses() == {}
+    assert state_for(settings, "classicmodels").pauses() == {}
     # The extraction resumed the table before the watch ran again: it tells the owners itself.
     (resumed,) = [a for a in read_alerts(settings) if a["kind"] == "schema_resumed"]
     assert resumed["title"] == "Extraction of classicmodels.products resumed"
@@ -308,14 +314,14 @@ def test_outage_announced_once_and_recovery_once(watched_source, mariadb, monkey
     )
     settings = Settings.from_env()
     try:
-        run_watch(settings)
+        run_watch(settings, "classicmodels")
         proxy.down()
         for _ in range(2):
             with pytest.raises(SourceUnavailable, match="did not answer"):
-                run_watch(settings)
+                run_watch(settings, "classicmodels")
         proxy.up()
-        run_watch(settings)
-        run_watch(settings)
+        run_watch(settings, "classicmodels")
+        run_watch(settings, "classicmodels")
     finally:
         proxy.close()
     kinds = [a["kind"] for a in read_alerts(settings)]
@@ -327,7 +333,9 @@ def test_watch_dag_detects_a_change_on_its_next_run(watched_source, sql, airflow
 
     from retail_platform.alerts import read_alerts
 
-    dag = DagBag(dag_folder=str(ROOT / "dags" / "watch_source_schema.py")).get_dag("watch_source_schema")
+    dag = DagBag(dag_folder=str(ROOT / "dags" / "watch_source_schema.py")).get_dag(
+        "watch_classicmodels_schema"
+    )
     assert dag.timetable.expression == "*/10 * * * *"
     first = dag.test(logical_date=pendulum.now("UTC"))
     assert first.state == "success" and read_alerts(Settings.from_env()) == []
@@ -399,7 +407,7 @@ def test_replication_lag_is_announced_once_and_its_end_too(tmp_path, monkeypatch
         monkeypatch.setenv("RETAIL_ALERTS_FILE", str(tmp_path / "alerts.jsonl"))
         monkeypatch.setenv("RETAIL_MAX_REPLICATION_LAG_S", "2")
         settings = Settings.from_env()
-        report = run_watch(settings)
+        report = run_watch(settings, "classicmodels")
         assert report["replication_lag_s"] == 0 and report["drift"] == []
 
         # The replica now applies the primary's changes an hour late: the lag grows for real.
@@ -412,18 +420,18 @@ def test_replication_lag_is_announced_once_and_its_end_too(tmp_path, monkeypatch
         time.sleep(4)
         # The extraction's plan applies the watch's rule: it announces the lag itself and still plans.
         now = datetime.now(UTC)
-        assert len(plan_run(settings, now - timedelta(hours=1), now)) == len(CONTRACT.tables)
+        assert len(plan_run(settings, "classicmodels", now - timedelta(hours=1), now)) == len(CONTRACT.tables)
         assert [a["kind"] for a in read_alerts(settings)] == ["source_outage"]
         for _ in range(2):
-            report = run_watch(settings)
+            report = run_watch(settings, "classicmodels")
             assert report["replication_lag_s"] >= 3
         # Neither the watch nor another plan repeats it, or takes a lagging replica for recovered.
-        plan_run(settings, now - timedelta(hours=1), now)
+        plan_run(settings, "classicmodels", now - timedelta(hours=1), now)
         assert [a["kind"] for a in read_alerts(settings)] == ["source_outage"]
         on(replica, "STOP SLAVE", "CHANGE MASTER TO MASTER_DELAY=0", "START SLAVE")
         caught_up()
-        run_watch(settings)
-        run_watch(settings)
+        run_watch(settings, "classicmodels")
+        run_watch(settings, "classicmodels")
         alerts = read_alerts(settings)
         assert [a["kind"] for a in alerts] == ["source_outage", "source_recovered"]
         assert "replication lag" in alerts[0]["text"] and "above 2 s" in alerts[0]["text"]
@@ -431,7 +439,7 @@ def test_replication_lag_is_announced_once_and_its_end_too(tmp_path, monkeypatch
 
         # Replication stopped: the replica answers but serves data that no longer moves.
         on(replica, "STOP SLAVE")
-        report = run_watch(settings)
+        report = run_watch(settings, "classicmodels")
         assert report["replication_lag_s"] is None
         assert report["replica_problem"].startswith("replication is stopped on the replica (IO thread No")
         alerts = read_alerts(settings)
@@ -439,7 +447,7 @@ def test_replication_lag_is_announced_once_and_its_end_too(tmp_path, monkeypatch
         assert "replication is stopped" in alerts[-1]["text"]
         on(replica, "START SLAVE")
         caught_up()
-        plan_run(settings, now - timedelta(hours=1), now)
+        plan_run(settings, "classicmodels", now - timedelta(hours=1), now)
         assert read_alerts(settings)[-1]["kind"] == "source_recovered"
     finally:
         replica.stop()

@@ -13,6 +13,8 @@ from retail_platform.settings import SETTINGS_MODULES, Settings
 ROOT = Path(__file__).resolve().parents[1]
 # Set by ./platform itself, or only in the Glue job's local test run: not operators' settings.
 INTERNAL = {"RETAIL_PROJECT_DIR", "RETAIL_JDBC_JAR", "RETAIL_DUCKDB_BUILD_PATH"}
+# dbt's own variables, which the platform sets for dbt (dbt_runner.dbt_env): not operators' settings.
+INTERNAL |= {"DBT_PROFILES_DIR", "DBT_SEND_ANONYMOUS_USAGE_STATS"}
 # dbt's own variables and the ones dbt_runner sets for dbt from the settings above.
 DBT_INTERNAL = {"DBT_PROFILES_DIR", "RETAIL_STATE_DIR", "RETAIL_LAKE_URI"} | INTERNAL
 SETTING_NAME = r"((?:RETAIL|REDSHIFT|DBT)_[A-Z0-9_]+|AIRFLOW_CONN_[A-Z0-9_]+)"

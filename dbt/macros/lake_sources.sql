@@ -5,6 +5,10 @@
     committed batches only (Redshift Spectrum's manifest format). Both warehouses read that index,
     so a batch is seen whole or not at all, and a full snapshot hides the batches before it.
 
+    Every source whose sources YAML (generated from its contract) names a `lake_prefix` is a lake
+    source: a second source contract gets its relations here with no change to this macro. Each
+    relation is `lake_raw.<source>__<table>` (sources may share table names).
+
     DuckDB: one view per table over exactly those Parquet files.
     Redshift: one Spectrum external table per table whose LOCATION is that manifest.
 
@@ -18,18 +22,18 @@
 
 {% macro lake_sources() %}
     {%- set found = [] -%}
-    {%- for node in graph.sources.values() if node.source_name == var('lake_source') -%}
+    {%- for node in graph.sources.values() if node.source_meta.get('lake_prefix') -%}
         {%- do found.append(node) -%}
     {%- endfor -%}
-    {{ return(found | sort(attribute='name')) }}
+    {{ return(found | sort(attribute='unique_id')) }}
 {% endmacro %}
 
-{% macro lake_table_uri(table) %}
+{% macro lake_table_uri(src) %}
     {%- set lake = var('lake_uri') -%}
     {%- if not lake -%}
         {{ exceptions.raise_compiler_error("register_lake_sources: RETAIL_LAKE_URI (the lake root) is not set") }}
     {%- endif -%}
-    {{ return(lake.rstrip('/') ~ '/raw/' ~ var('lake_source') ~ '/' ~ table) }}
+    {{ return(lake.rstrip('/') ~ '/' ~ src.source_meta.lake_prefix ~ '/' ~ src.name) }}
 {% endmacro %}
 
 {#- A SQL string literal: a lake path may hold a quote. -#}
@@ -46,7 +50,7 @@
     {%- set sources = lake_sources() -%}
     {% do run_query('create schema if not exists ' ~ adapter.quote(sources[0].schema)) %}
     {%- for src in sources -%}
-        {%- set index = lake_table_uri(src.name) ~ '/_committed.manifest' -%}
+        {%- set index = lake_table_uri(src) ~ '/_committed.manifest' -%}
         {%- set files = [] -%}
         {%- set listed = run_query('select count(*) from glob(' ~ sql_literal(index) ~ ')') -%}
         {%- if listed.columns[0].values()[0] > 0 -%}
@@ -78,7 +82,7 @@
         {%- endif -%}
         {%- set view = adapter.quote(src.schema) ~ '.' ~ adapter.quote(src.identifier) -%}
         {% do run_query('create or replace view ' ~ view ~ ' as ' ~ body) %}
-        {{ log('lake source ' ~ src.name ~ ': ' ~ files | length ~ ' committed files', info=true) }}
+        {{ log('lake source ' ~ src.source_name ~ '.' ~ src.name ~ ': ' ~ files | length ~ ' committed files', info=true) }}
     {%- endfor -%}
 {% endmacro %}
 
@@ -106,7 +110,7 @@
         {%- do statements.append(
             'create external table ' ~ src.schema ~ '.' ~ src.identifier
             ~ ' (' ~ columns | join(', ') ~ ', _extracted_at timestamp, _batch_id varchar(64))'
-            ~ " stored as parquet location " ~ sql_literal(lake_table_uri(src.name) ~ '/_committed.manifest')) -%}
+            ~ " stored as parquet location " ~ sql_literal(lake_table_uri(src) ~ '/_committed.manifest')) -%}
     {%- endfor -%}
     {{ return(statements) }}
 {% endmacro %}

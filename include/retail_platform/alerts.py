@@ -44,12 +44,12 @@ SLACK_TIMEOUT_S = (
 )
 
 
-def slack_configured() -> bool:
+def slack_configured(conn_id: str = SLACK_CONN_ID) -> bool:
     """Whether the Slack connection exists (environment, metadata database or secrets backends).
 
     A malformed one counts as missing, loudly: alerts still reach the log and the file."""
     try:
-        lookup_connection(SLACK_CONN_ID)
+        lookup_connection(conn_id)
     except ConnectionNotConfigured:
         return False
     except ConfigurationError as exc:
@@ -62,21 +62,26 @@ def scrub(text: str) -> str:
     return _URL.sub("<url redacted>", text)
 
 
-def _send_slack(alert: Alert) -> None:
+def _send_slack(alert: Alert, settings: Settings, conn_id: str = SLACK_CONN_ID) -> None:
     from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
 
-    hook = SlackWebhookHook(slack_webhook_conn_id=SLACK_CONN_ID, retry_handlers=[], timeout=SLACK_TIMEOUT_S)
+    # A webhook that hangs fails the delivery (its task retries it) rather than the task's deadline.
+    hook = SlackWebhookHook(
+        slack_webhook_conn_id=conn_id, retry_handlers=[], timeout=settings.slack_timeout_s
+    )
     try:
         hook.send(text=alert.text, blocks=alert.blocks or None)
     except Exception as exc:  # the original message may carry the webhook URL
         raise AlertDeliveryError(f"Slack delivery failed: {type(exc).__name__}: {scrub(str(exc))}") from None
 
 
-def deliver(alert: Alert, settings: Settings | None = None) -> str:
-    """Send an alert; returns where it went ('slack' or the file's path)."""
+def deliver(alert: Alert, settings: Settings | None = None, *, conn_id: str = SLACK_CONN_ID) -> str:
+    """Send an alert; returns where it went ('slack' or the file's path).
+
+    ``conn_id``: the Slack webhook connection of the audience (marketing has a channel of its own)."""
     settings = settings or Settings.from_env()
-    if slack_configured():
-        _send_slack(alert)
+    if slack_configured(conn_id):
+        _send_slack(alert, settings, conn_id)
         log.info("alert sent to Slack: %s", alert.title)
         return "slack"
     path = settings.alerts_file
@@ -85,7 +90,7 @@ def deliver(alert: Alert, settings: Settings | None = None) -> str:
         fh.write(json.dumps(asdict(alert), default=str) + "\n")
     log.warning(
         "no Slack connection (%s unset): alert written to %s and this log:\n%s",
-        conn_env_var(SLACK_CONN_ID),
+        conn_env_var(conn_id),
         path,
         alert.text,
     )

@@ -104,42 +104,67 @@ def _cmd_pipeline(args) -> int:
 
 
 def _cmd_contract(args) -> int:
-    from retail_platform.contract.bootstrap import bootstrap_contract
     from retail_platform.contract.model import load_contract
-    from retail_platform.source.connection import source_connection
-    from retail_platform.source.introspect import read_live_schema
+    from retail_platform.sources import only_source, source_names
     from retail_platform.warehouse.dbt_sources import sources_in_step, sources_path, write_sources
 
     settings = Settings.from_env()
-    if args.action == "validate":
-        contract = load_contract(settings.contract_path)
-        print(f"{settings.contract_path}: valid ({len(contract.tables)} tables)")
-        return 0
     if args.action == "bootstrap":
-        previous = (
-            load_contract(settings.contract_path) if args.merge and settings.contract_path.exists() else None
-        )
-        live = read_live_schema(source_connection(settings))
-        contract = bootstrap_contract(live, previous=previous, only_tables=args.table or None)
-        text = contract.to_yaml()
-        if args.output == "-":
-            print(text, end="")
-        else:
-            Path(args.output or settings.contract_path).write_text(text, encoding="utf-8")
-            print(f"wrote {args.output or settings.contract_path}")
+        return _bootstrap_contract(args, settings)
+    chosen = (
+        [only_source(settings.contracts_dir, args.source)]
+        if args.source
+        else source_names(settings.contracts_dir)
+    )
+    contracts = [load_contract(names.contract_path) for names in chosen]
+    if args.action == "validate":
+        for names, contract in zip(chosen, contracts, strict=True):
+            print(f"{names.contract_path}: valid ({len(contract.tables)} tables)")
         return 0
-    contract = load_contract(settings.contract_path)
     if args.check:
-        if sources_in_step(contract, settings.dbt_project_dir):
-            print(f"{sources_path(settings.dbt_project_dir, contract)} matches the contract")
-            return 0
-        print(
-            f"{sources_path(settings.dbt_project_dir, contract)} differs from the contract: "
-            "run `retail contract dbt-sources`",
-            file=sys.stderr,
+        stale = [c for c in contracts if not sources_in_step(c, settings.dbt_project_dir)]
+        for contract in contracts:
+            verdict = "differs from" if contract in stale else "matches"
+            print(f"{sources_path(settings.dbt_project_dir, contract)} {verdict} the contract")
+        if stale:
+            print("run `retail contract dbt-sources`", file=sys.stderr)
+        return 1 if stale else 0
+    for contract in contracts:
+        print(f"wrote {write_sources(contract, settings.dbt_project_dir)}")
+    return 0
+
+
+def _bootstrap_contract(args, settings: Settings) -> int:
+    """A contract from the live replica: a source's existing one updated (--merge), or a new one
+    (--source NAME --connection-id ID) written to the contracts folder."""
+    from retail_platform.contract.bootstrap import bootstrap_contract
+    from retail_platform.contract.model import ContractError, load_contract
+    from retail_platform.source.connection import source_connection
+    from retail_platform.source.introspect import read_live_schema
+    from retail_platform.sources import only_source
+
+    if args.connection_id:
+        if not args.source:
+            raise ContractError("a new contract needs --source NAME with --connection-id")
+        path, connection_id, previous = (
+            settings.contracts_dir / f"{args.source}.yml",
+            args.connection_id,
+            None,
         )
-        return 1
-    print(f"wrote {write_sources(contract, settings.dbt_project_dir)}")
+    else:
+        names = only_source(settings.contracts_dir, args.source)
+        path, connection_id = names.contract_path, names.connection_id
+        previous = load_contract(path) if args.merge else None
+    live = read_live_schema(source_connection(connection_id))
+    contract = bootstrap_contract(
+        live, previous=previous, connection_id=connection_id, name=args.source, only_tables=args.table or None
+    )
+    text = contract.to_yaml()
+    if args.output == "-":
+        print(text, end="")
+    else:
+        Path(args.output or path).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output or path}")
     return 0
 
 
@@ -147,10 +172,12 @@ def _cmd_extract(args) -> int:
     """One extraction run without Airflow (what the DAG's tasks do), for operators and debugging."""
     from datetime import UTC, datetime, timedelta
 
-    from retail_platform.extract.local_engine import BatchSkipped
     from retail_platform.extract.runner import plan_run, run_local
+    from retail_platform.extract.skeleton import BatchSkipped
+    from retail_platform.sources import only_source
 
     settings = Settings.from_env()
+    source = only_source(settings.contracts_dir, args.source).name
     end = (
         datetime.fromisoformat(args.end)
         if args.end
@@ -159,18 +186,33 @@ def _cmd_extract(args) -> int:
     end = end if end.tzinfo else end.replace(tzinfo=UTC)
     start = end - timedelta(minutes=args.minutes)
     failures = 0
-    for plan in plan_run(settings, start, end, tables=args.table or None):
+    for plan in plan_run(settings, source, start, end, tables=args.table or None):
         try:
             summary = run_local(settings, plan)
             print(
-                f"{plan['table']:<14} {summary['mode']:<12} {summary['rows']:>10,} rows  {summary['reconciliation']}"
+                f"{plan.table:<14} {summary['mode']:<12} {summary['rows']:>10,} rows  {summary['reconciliation']}"
             )
         except BatchSkipped as skipped:
-            print(f"{plan['table']:<14} skipped: {skipped}")
+            print(f"{plan.table:<14} skipped: {skipped}")
         except Exception as exc:  # report every table, then fail
             failures += 1
-            print(f"{plan['table']:<14} FAILED: {exc}", file=sys.stderr)
+            print(f"{plan.table:<14} FAILED: {exc}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _cmd_compact(args) -> int:
+    """Compaction of the lake without Airflow (what the compact_lake DAG's tasks do)."""
+    from retail_platform.lake.compaction import compact_source
+    from retail_platform.lake.settings import LakeSettings
+    from retail_platform.sources import source_names
+
+    settings = LakeSettings.from_env()
+    for names in source_names(settings.platform.contracts_dir):
+        if args.source and names.name not in args.source:
+            continue
+        for result in compact_source(settings, names.load_contract(), tables=args.table or None):
+            print(json.dumps(result.to_dict(), default=str))
+    return 0
 
 
 def _cmd_warehouse(args) -> int:
@@ -194,6 +236,13 @@ def _cmd_warehouse(args) -> int:
     return 0
 
 
+def _cmd_settings(args) -> int:
+    from retail_platform.settings import settings_table
+
+    print(settings_table(), end="")
+    return 0
+
+
 def _cmd_dbt_lint(args) -> int:
     import subprocess
 
@@ -210,13 +259,14 @@ def _cmd_dbt_lint(args) -> int:
 
 def _cmd_schema(args) -> int:
     from retail_platform.contract.model import load_contract
+    from retail_platform.sources import only_source
 
     settings = Settings.from_env()
     if args.action == "watch":
         from retail_platform.schema_watch.notify import notify_changes
         from retail_platform.schema_watch.watch import run_watch
 
-        report = run_watch(settings)
+        report = run_watch(settings, only_source(settings.contracts_dir, args.source).name)
         notify_changes(report, settings)
         print(
             json.dumps(
@@ -230,7 +280,7 @@ def _cmd_schema(args) -> int:
     from retail_platform.schema_watch.impact import impact_report, render, report_alert
     from retail_platform.schema_watch.watch import lineage_for
 
-    contract = load_contract(settings.contract_path)
+    contract = only_source(settings.contracts_dir, args.source).load_contract()
     sources = [bool(args.ddl), bool(args.ddl_file), bool(args.contract)]
     if sum(sources) != 1:
         print("retail schema impact: give exactly one of --ddl, --ddl-file, --contract", file=sys.stderr)
@@ -290,8 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="row counts in the source (read-only user)")
     p.set_defaults(func=_cmd_show)
 
-    p = sub.add_parser("contract", help="the source contract")
+    p = sub.add_parser("contract", help="the source contracts")
     p.add_argument("action", choices=["validate", "bootstrap", "dbt-sources"])
+    p.add_argument("--source", help="this source's contract (default: every one; bootstrap: the only one)")
+    p.add_argument("--connection-id", help="bootstrap: a new source's connection id (with --source NAME)")
     p.add_argument(
         "--merge", action="store_true", help="bootstrap: keep owners, modes and notes of the current one"
     )
@@ -306,7 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", help="interval end (ISO, UTC); default the start of this hour")
     p.add_argument("--minutes", type=int, default=60, help="interval length")
     p.add_argument("--table", action="append", help="only these tables (repeatable)")
+    p.add_argument("--source", help="the source (default: the only contract)")
     p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("compact", help="compact the lake's batches and remove superseded files")
+    p.add_argument("--source", action="append", help="only these sources (repeatable)")
+    p.add_argument("--table", action="append", help="only these tables (repeatable)")
+    p.set_defaults(func=_cmd_compact)
 
     p = sub.add_parser("warehouse", help="dbt: prepare the manifest, build, export, docs")
     p.add_argument("action", choices=["prepare", "build", "export", "docs"])
@@ -316,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="schema watch: one watch run, or the impact of a planned change")
     p.add_argument("action", choices=["watch", "impact"])
+    p.add_argument("--source", help="the source (default: the only contract)")
     p.add_argument("--ddl", help="impact: planned MySQL DDL, e.g. 'ALTER TABLE products DROP COLUMN MSRP'")
     p.add_argument("--ddl-file", help="impact: a file of planned DDL statements")
     p.add_argument("--contract", help="impact: a proposed source contract (YAML)")
@@ -325,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-fail", action="store_true", help="impact: exit 0 even when a change is breaking")
     p.set_defaults(func=_cmd_schema)
+
+    p = sub.add_parser("settings", help="every setting as the README's configuration table (markdown)")
+    p.set_defaults(func=_cmd_settings)
 
     p = sub.add_parser("dbt-lint", help="sqlfluff (dbt templater) over the dbt project")
     p.add_argument("--fix", action="store_true")

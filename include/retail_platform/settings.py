@@ -23,7 +23,14 @@ class SettingError(ConfigurationError):
 
 
 # Rooms with settings of their own: each module has a SETTINGS_DOC like the one below.
-SETTINGS_MODULES = ["retail_platform.settings", "retail_platform.sandbox.settings"]
+SETTINGS_MODULES = [
+    "retail_platform.settings",
+    "retail_platform.sandbox.settings",
+    "retail_platform.recommender.settings",
+    "retail_platform.dashboard.settings",
+    "retail_platform.serving.settings",
+    "retail_platform.lake.settings",
+]
 
 # (variable, default, meaning) — the README's configuration table is checked against this.
 SETTINGS_DOC: list[tuple[str, str, str]] = [
@@ -31,8 +38,9 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     (
         "AIRFLOW_CONN_CLASSICMODELS_REPLICA",
         "required (./platform: the sandbox's MariaDB)",
-        "read-only source connection (mysql://user:pass@host:port/classicmodels), from the environment or any "
-        "Airflow connection backend; extraction and the schema watch use only this",
+        "read-only connection to the classicmodels replica (mysql://user:pass@host:port/classicmodels), from "
+        "the environment or any Airflow connection backend; each source contract names its own "
+        "(`source.connection_id`), and extraction and the schema watch use only that",
     ),
     ("RETAIL_LAKE_URI", "<state>/lake", "lake root: a local folder or s3://bucket/prefix"),
     ("RETAIL_S3_ENDPOINT_URL", "AWS", "S3 endpoint override (moto's server in tests)"),
@@ -59,8 +67,16 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     ),
     ("RETAIL_REPLICA_POOL_SLOTS", "2", "concurrent queries allowed on the replica (Airflow pool size)"),
     ("RETAIL_STATEMENT_TIMEOUT_S", "900", "per-statement timeout on the replica, seconds"),
-    ("RETAIL_CONTRACT_PATH", "include/contracts/classicmodels.yml", "the source contract"),
-    ("RETAIL_GLUE_JOB_NAME", "retail-extract-classicmodels", "AWS Glue job that runs the Spark extractor"),
+    (
+        "RETAIL_CONTRACTS_DIR",
+        "include/contracts",
+        "the source contracts (*.yml): each is one source with its own extraction and schema-watch DAGs",
+    ),
+    (
+        "RETAIL_GLUE_JOB_NAME",
+        "retail-extract-{source}",
+        "AWS Glue job that runs the Spark extractor ({source}: the contract's source name)",
+    ),
     ("RETAIL_GLUE_IAM_ROLE", "retail-glue-extract", "IAM role name of the Glue job"),
     (
         "RETAIL_GLUE_SCRIPTS_BUCKET",
@@ -69,8 +85,9 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     ),
     (
         "RETAIL_GLUE_SOURCE_SECRET_ID",
-        "retail/classicmodels-replica-reader",
-        "Secrets Manager secret the Glue job reads the replica's reader credentials from",
+        "retail/{source}-replica-reader",
+        "Secrets Manager secret the Glue job reads the replica's reader credentials from ({source}: the "
+        "contract's source name)",
     ),
     ("DBT_TARGET", "local", "dbt target: local (DuckDB) or prod (Redshift)"),
     ("REDSHIFT_HOST", "none", "prod target: the Redshift cluster's host (dbt reads the REDSHIFT_* settings)"),
@@ -84,9 +101,10 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     ("REDSHIFT_UNLOAD_ROLE_ARN", "none", "prod target: the IAM role UNLOAD exports the training table with"),
     (
         "RETAIL_DBT_EXECUTION_MODE",
-        "local",
-        "cosmos: local (one dbt run per model task; for `airflow dags test`) or watcher (one dbt build, "
-        "tasks report each model; for a scheduler with a triggerer)",
+        "build_first",
+        "cosmos: build_first (one dbt build, then one task per model and per model's tests reports its "
+        "result; works under `airflow dags test` and any scheduler), watcher (one dbt build that the "
+        "per-model tasks report on as it goes; needs a triggerer) or local (one dbt run per model task)",
     ),
     (
         "RETAIL_DUCKDB_PATH",
@@ -100,6 +118,11 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
         "Slack incoming-webhook connection; unset: alerts go to the log and a file",
     ),
     ("RETAIL_ALERTS_FILE", "<state>/alerts/alerts.jsonl", "where alerts go without Slack"),
+    (
+        "RETAIL_SLACK_TIMEOUT_S",
+        "10",
+        "seconds a Slack webhook may take to answer; past it the delivery fails and its task retries it",
+    ),
 ]
 
 
@@ -107,7 +130,6 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
 class Settings:
     project_dir: Path
     state_dir: Path
-    source_conn_id: str
     lake_uri: str
     s3_endpoint_url: str | None
     extract_engine: str
@@ -117,7 +139,7 @@ class Settings:
     max_replication_lag_s: float
     replica_pool_slots: int
     statement_timeout_s: int
-    contract_path: Path
+    contracts_dir: Path
     glue_job_name: str
     glue_iam_role: str
     glue_scripts_bucket: str | None
@@ -126,6 +148,7 @@ class Settings:
     dbt_execution_mode: str
     duckdb_path: Path
     alerts_file: Path
+    slack_timeout_s: int
 
     @property
     def ground_truth_dir(self) -> Path:
@@ -142,11 +165,10 @@ class Settings:
         state_dir = Path(env.get("RETAIL_STATE_DIR") or project_dir / ".state").resolve()
         engine = choice_setting(env, "RETAIL_EXTRACT_ENGINE", ("local", "glue"))
         target = choice_setting(env, "DBT_TARGET", ("local", "prod"))
-        dbt_mode = choice_setting(env, "RETAIL_DBT_EXECUTION_MODE", ("local", "watcher"))
+        dbt_mode = choice_setting(env, "RETAIL_DBT_EXECUTION_MODE", ("build_first", "watcher", "local"))
         return cls(
             project_dir=project_dir,
             state_dir=state_dir,
-            source_conn_id="classicmodels_replica",
             lake_uri=env.get("RETAIL_LAKE_URI") or str(state_dir / "lake"),
             s3_endpoint_url=env.get("RETAIL_S3_ENDPOINT_URL") or None,
             extract_engine=engine,
@@ -156,18 +178,16 @@ class Settings:
             max_replication_lag_s=float_setting(env, "RETAIL_MAX_REPLICATION_LAG_S", 300.0),
             replica_pool_slots=int_setting(env, "RETAIL_REPLICA_POOL_SLOTS", 2),
             statement_timeout_s=int_setting(env, "RETAIL_STATEMENT_TIMEOUT_S", 900),
-            contract_path=Path(
-                env.get("RETAIL_CONTRACT_PATH") or project_dir / "include" / "contracts" / "classicmodels.yml"
-            ),
-            glue_job_name=env.get("RETAIL_GLUE_JOB_NAME", "retail-extract-classicmodels"),
+            contracts_dir=Path(env.get("RETAIL_CONTRACTS_DIR") or project_dir / "include" / "contracts"),
+            glue_job_name=env.get("RETAIL_GLUE_JOB_NAME") or "retail-extract-{source}",
             glue_iam_role=env.get("RETAIL_GLUE_IAM_ROLE", "retail-glue-extract"),
             glue_scripts_bucket=env.get("RETAIL_GLUE_SCRIPTS_BUCKET") or None,
-            glue_source_secret_id=env.get("RETAIL_GLUE_SOURCE_SECRET_ID")
-            or "retail/classicmodels-replica-reader",
+            glue_source_secret_id=env.get("RETAIL_GLUE_SOURCE_SECRET_ID") or "retail/{source}-replica-reader",
             dbt_target=target,
             dbt_execution_mode=dbt_mode,
             duckdb_path=Path(env.get("RETAIL_DUCKDB_PATH") or state_dir / "warehouse" / "retail.duckdb"),
             alerts_file=Path(env.get("RETAIL_ALERTS_FILE") or state_dir / "alerts" / "alerts.jsonl"),
+            slack_timeout_s=int_setting(env, "RETAIL_SLACK_TIMEOUT_S", 10),
         )
 
 
@@ -195,3 +215,14 @@ def choice_setting(env, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise SettingError(f"{name} must be {' or '.join(repr(c) for c in choices)}, got {value!r}")
     return value
+
+
+def settings_table() -> str:
+    """The README's configuration table, from every room's SETTINGS_DOC (`retail settings`)."""
+    import importlib
+
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for module in SETTINGS_MODULES:
+        for name, default, meaning in importlib.import_module(module).SETTINGS_DOC:
+            rows.append(f"| `{name}` | {default} | {meaning} |")
+    return "\n".join(rows) + "\n"

@@ -17,7 +17,7 @@ def utcnow_iso() -> str:
 
 
 class PlatformState:
-    def __init__(self, storage: LakeStorage, source: str = "classicmodels"):
+    def __init__(self, storage: LakeStorage, source: str):
         self.storage = storage
         self.source = source
 
@@ -58,7 +58,7 @@ class PlatformState:
         return out
 
 
-def state_for(settings: Settings, source: str = "classicmodels") -> PlatformState:
+def state_for(settings: Settings, source: str) -> PlatformState:
     """A source's state beside the settings' lake (shared by extraction and the schema watch)."""
     return PlatformState(
         LakeStorage.from_uri(settings.lake_uri, s3_endpoint_url=settings.s3_endpoint_url), source

@@ -4,12 +4,20 @@ Rendered from the precompiled manifest (no dbt command at DAG-parse time), dbt i
 (dbtRunner). DuckDB takes one writer at a time: whatever runs dbt is in the one-slot `warehouse`
 pool. The execution mode is a setting (RETAIL_DBT_EXECUTION_MODE), measured in the README:
 
-* local: each model's task (and each tests task) runs dbt for its node; works under
-  `airflow dags test`;
-* watcher: one task runs `dbt build`, the per-node tasks report what it did; needs a scheduler.
+* build_first (default): one task runs `dbt build`; then one task per model and per model's tests
+  reports what it did (cosmos' watcher tasks, placed after the build). Works wherever tasks run one
+  at a time (`airflow dags test`, `./platform run`) and under any scheduler: the transform costs one
+  dbt build plus the reports, not one dbt start-up per node;
+* watcher: the same tasks report while the build goes (deferred to the triggerer); needs a scheduler
+  with a triggerer (`./platform up`);
+* local: each model's task (and each tests task) runs dbt for its node.
 """
 
 from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
 
 from cosmos import (
     DbtTaskGroup,
@@ -22,11 +30,17 @@ from cosmos import (
     RenderConfig,
     TestBehavior,
 )
+from cosmos.constants import PRODUCER_WATCHER_DONE_TASK_ID, PRODUCER_WATCHER_TASK_ID
 
 from retail_platform.settings import Settings
 from retail_platform.warehouse.dbt_runner import dbt_env, manifest_path
+from retail_platform.warehouse.transform import WAREHOUSE_POOL
 
-WAREHOUSE_POOL = "warehouse"
+
+class DbtExecution(StrEnum):
+    BUILD_FIRST = "build_first"
+    WATCHER = "watcher"
+    LOCAL = "local"
 
 
 class ManifestMissing(FileNotFoundError):
@@ -46,8 +60,9 @@ def dbt_build_group(
             f"{manifest} is missing: precompile it with `./platform retail warehouse prepare` (dbt compile)"
         )
     project_dir = settings.dbt_project_dir
-    watcher = settings.dbt_execution_mode == "watcher"
-    return DbtTaskGroup(
+    mode = DbtExecution(settings.dbt_execution_mode)
+    watcher = mode is not DbtExecution.LOCAL
+    group = DbtTaskGroup(
         group_id=group_id,
         project_config=ProjectConfig(
             manifest_path=manifest, project_name="retail", env_vars=dbt_env(settings)
@@ -59,7 +74,10 @@ def dbt_build_group(
         ),
         execution_config=ExecutionConfig(
             execution_mode=ExecutionMode.WATCHER if watcher else ExecutionMode.LOCAL,
-            invocation_mode=InvocationMode.DBT_RUNNER,
+            invocation_mode=InvocationMode.SUBPROCESS
+            if mode is DbtExecution.BUILD_FIRST
+            else InvocationMode.DBT_RUNNER,
+            dbt_executable_path=str(Path(sys.executable).parent / "dbt"),
             dbt_project_path=project_dir,
             # Watcher: only the task that runs `dbt build` writes DuckDB, so it alone takes the pool.
             setup_operator_args={"pool": WAREHOUSE_POOL} if watcher else None,
@@ -78,6 +96,21 @@ def dbt_build_group(
         operator_args={"install_deps": False, "on_failure_callback": None}
         | ({} if watcher else {"pool": WAREHOUSE_POOL}),
     )
+    if mode is DbtExecution.BUILD_FIRST:
+        report_after_the_build(group)
+    return group
+
+
+def report_after_the_build(group: DbtTaskGroup) -> None:
+    """The per-node tasks start once the build is over: each finds its node's result at its first
+    look and never waits (nor defers) for a build that has not run yet."""
+    producer = next(t for t in group.iter_tasks() if t.task_id.endswith(f".{PRODUCER_WATCHER_TASK_ID}"))
+    inside = {t.task_id for t in group.iter_tasks()}
+    for task_ in group.iter_tasks():
+        if task_ is producer or task_.task_id.endswith(f".{PRODUCER_WATCHER_DONE_TASK_ID}"):
+            continue
+        if not set(task_.upstream_task_ids) & inside:  # a root of the dbt graph
+            producer >> task_
 
 
 def report_after_whole_group(group: DbtTaskGroup, report) -> None:

@@ -10,16 +10,19 @@ from retail_platform.extract.glue_submit import (
     GLUE_SCRIPT,
     artifacts_bucket,
     job_definition,
+    job_name,
     package_key,
     package_zip,
     script_args,
 )
+from retail_platform.extract.plan import TablePlan
 from retail_platform.settings import Settings
+from retail_platform.sources import SourceNames
 
 AWS_CONN_ID = "aws_default"
 
 
-def glue_extraction(settings: Settings, plans, *, pool: str):
+def glue_extraction(settings: Settings, names: SourceNames, plans):
     """Wire the Glue engine after the plan task; returns the per-table summaries (XCom)."""
 
     @task
@@ -28,15 +31,12 @@ def glue_extraction(settings: Settings, plans, *, pool: str):
         bucket = artifacts_bucket(settings)
         key = package_key(data)
         S3Hook(aws_conn_id=AWS_CONN_ID).load_bytes(data, key=key, bucket_name=bucket, replace=True)
-        runnable = [p for p in plans if not p.get("skip_reason") and not p.get("error")]
-        return [
-            script_args(plan, settings, f"s3://{bucket}/{key}", settings.glue_source_secret_id)
-            for plan in runnable
-        ]
+        runnable = [p for p in map(TablePlan.from_dict, plans) if p.runnable]
+        return [script_args(plan, settings, f"s3://{bucket}/{key}") for plan in runnable]
 
     runs = GlueJobOperator.partial(
         task_id="extract_table",
-        job_name=settings.glue_job_name,
+        job_name=job_name(settings, names.name),
         script_location=str(GLUE_SCRIPT),  # uploaded to s3://<bucket>/artifacts/glue-scripts/
         s3_bucket=artifacts_bucket(settings)
         if settings.lake_uri.startswith("s3://")
@@ -47,7 +47,7 @@ def glue_extraction(settings: Settings, plans, *, pool: str):
         concurrent_run_limit=settings.replica_pool_slots,
         wait_for_completion=True,
         aws_conn_id=AWS_CONN_ID,
-        pool=pool,
+        pool=names.pool,
     ).expand(script_args=stage_glue_runs(plans))
 
     # all_done: the tables whose jobs did commit are still published when another job failed.

@@ -123,9 +123,13 @@ class PlatformFailureNotifier(SafeNotifier):
 class SourceOutageNotifier(SafeNotifier):
     """The replica did not answer after all retries: announce stale data once (until it recovers)."""
 
+    def __init__(self, source: str):
+        super().__init__()
+        self.source = source
+
     def announce(self, context_):
         from retail_platform.extract.runner import report_source_outage
 
         error = context_.get("exception")
         reason = scrub(f"{type(error).__name__}: {error}") if error else "the source did not answer"
-        report_source_outage(Settings.from_env(), reason, run_url=_run_url(context_))
+        report_source_outage(Settings.from_env(), self.source, reason, run_url=_run_url(context_))

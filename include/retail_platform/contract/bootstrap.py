@@ -68,22 +68,25 @@ def contract_table_from_live(table: LiveTable, previous: Table | None = None) ->
 def bootstrap_contract(
     live: LiveSchema,
     *,
+    connection_id: str,
     previous: Contract | None = None,
-    connection_id: str = "classicmodels_replica",
+    name: str | None = None,
     only_tables: list[str] | None = None,
 ) -> Contract:
+    """A contract from the live schema: ``previous`` updated, or a new source named ``name`` (default
+    the database's name) read through ``connection_id``."""
     tables = dict(previous.tables) if previous else {}
-    for name, table in sorted(live.tables.items()):
-        if only_tables is not None and name not in only_tables:
+    for table_name, table in sorted(live.tables.items()):
+        if only_tables is not None and table_name not in only_tables:
             continue
-        tables[name] = contract_table_from_live(table, tables.get(name))
+        tables[table_name] = contract_table_from_live(table, tables.get(table_name))
     if only_tables is None:
-        tables = {name: t for name, t in tables.items() if name in live.tables}
+        tables = {t: spec for t, spec in tables.items() if t in live.tables}
     source = (
         previous.source
         if previous
         else SourceInfo(
-            name=live.database,
+            name=name or live.database,
             database=live.database,
             connection_id=connection_id,
             default_owners=Owners(team="unassigned"),

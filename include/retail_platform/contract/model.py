@@ -7,7 +7,6 @@ and every error names the table and the field at fault.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -16,16 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from retail_platform.contract.types import ColumnType, UnsupportedTypeError, parse_type
 from retail_platform.errors import ConfigurationError
+from retail_platform.extraction_modes import ExtractionMode
 
 
 class ContractError(ConfigurationError):
     pass
-
-
-class ExtractionMode(StrEnum):
-    FULL = "full"  # the whole table every batch
-    INCREMENTAL = "incremental"  # rows whose cursor (an updated_at-style timestamp) moved, with a lookback
-    APPEND_ONLY = "append_only"  # rows whose monotonic key is past the watermark, with a lookback in keys
 
 
 def cursor_type_problem(mode: ExtractionMode, ctype) -> str | None:
@@ -125,11 +119,16 @@ class Table(_Strict):
         return [c.name for c in self.columns]
 
 
+# A source's name and connection id become DAG ids, pool and Asset names, lake folders and SQL
+# identifiers: lower-case letters, digits and underscores only.
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
 class SourceInfo(_Strict):
-    name: str
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
     system: str = "mysql"
     database: str
-    connection_id: str
+    connection_id: Annotated[str, Field(pattern=NAME_PATTERN)]
     default_owners: Owners
     # Who hears that data will be stale (outages, pauses): the platform's consumers.
     downstream_channel: str | None = None

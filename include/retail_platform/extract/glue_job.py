@@ -1,10 +1,11 @@
 """AWS Glue (Spark) job: extract one planned table over JDBC into the same lake layout.
 
 Airflow's GlueJobOperator uploads this file as the job script and the ``retail_platform``
-package as ``--extra-py-files``; the job reads the same plan, cursor bounds, SQL and
-reconciliation as the local engine and commits through the same lake code, so both
-engines write the same rows, types and manifests. Locally it runs on PySpark in local
-mode (tests), with the MariaDB JDBC driver.
+package as ``--extra-py-files``. The job runs the extraction skeleton (``extract.skeleton``: the
+same plan, cursor bounds, SQL, retried reconciliation, rewrite guard, manifest and commit as the
+local engine) and supplies only how rows are read: a Spark JDBC read, written by Spark as Parquet
+in the batch folder. So both engines write the same rows, types and manifests. Locally it runs
+on PySpark in local mode (tests), with the MariaDB JDBC driver.
 
 Arguments (Glue passes them as ``--name value``; unknown ones such as ``--JOB_NAME`` are ignored):
 
@@ -25,8 +26,6 @@ import logging
 import os
 import sys
 import time
-import uuid
-from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger("retail_platform.glue_job")
@@ -90,7 +89,9 @@ def jdbc_url(info, variables: dict[str, str] | None = None) -> str:
 
 
 class SparkSource:
-    """JDBC access to the replica from Spark, in UTC with the statement timeout set per session."""
+    """JDBC access to the replica from Spark, in UTC with the statement timeout set per session.
+
+    The Glue engine's ``SourceSession``: every query is a JDBC read of its own (it sees now)."""
 
     def __init__(self, spark, info, driver: str, statement_timeout_s: int):
         from retail_platform.extract.queries import session_variables
@@ -112,12 +113,18 @@ class SparkSource:
             .option("preferTimestampNTZ", "true")
         )
 
+    def rows(self, sql: str) -> list[tuple]:
+        return [tuple(r) for r in self._reader().option("query", sql).load().collect()]
+
+    def row(self, sql: str) -> tuple:
+        return self.rows(sql)[0]
+
     def scalar(self, sql: str):
-        rows = self._reader().option("query", sql).load().collect()
+        rows = self.rows(sql)
         return rows[0][0] if rows else None
 
-    def rows(self, sql: str):
-        return self._reader().option("query", sql).load().collect()[0]
+    def close(self) -> None:
+        pass  # Spark opens a JDBC connection per read
 
     def dataframe(
         self, sql: str, partition_column: str | None, lower: int | None, upper: int | None, partitions: int
@@ -166,137 +173,109 @@ def spark_type(declared: str):
     return T.StringType()
 
 
-def extract_with_spark(spark, plan: dict, source: SparkSource, lake, *, partitions: int = 4) -> dict:
-    import pyarrow.parquet as pq
-    from pyspark.sql import functions as F
-
+def _partition_key(plan) -> str | None:
+    """The integer key Spark splits the read on. A full snapshot stays one JDBC query (one consistent
+    read): reconciliation accepts a table that changed during the read only on that ground, and
+    partitions would each see another state."""
+    from retail_platform.contract.model import ExtractionMode
     from retail_platform.contract.types import parse_type
-    from retail_platform.extract import queries
-    from retail_platform.extract.bounds import next_watermark, resolve_bounds
-    from retail_platform.extract.manifest import build_manifest, normalise_cursor_value
-    from retail_platform.extract.reconcile import (
-        ACCEPTED,
-        ArrowChecksums,
-        ReconciliationError,
-        Stats,
-        checksummed_columns,
-        reconciliation_record,
-        verify,
-    )
 
-    table, batch_id = plan["table"], plan["batch_id"]
-    if plan.get("skip_reason"):
-        log.warning("%s skipped: %s", table, plan["skip_reason"])
-        return {"table": table, "skipped": plan["skip_reason"]}
-    if plan.get("error"):
-        raise RuntimeError(plan["error"])
-    db, cursor = plan["database"], plan["cursor"]
-    previous = lake.read_manifest(table, batch_id)
-    watermark = lake.watermark(table)
-    bounds = resolve_bounds(
-        plan,
-        manifest=previous,
-        watermark=watermark,
-        max_key=lambda: source.scalar(queries.max_key_sql(db, table, cursor)),
-        source_now=lambda: source.scalar(queries.source_now_sql()).replace(tzinfo=UTC),
-    )
-    columns = [c["name"] for c in plan["columns"]]
-    query = queries.select_sql(db, table, columns, cursor, bounds["lower"], bounds["upper"])
-    full = plan["mode"] == "full"
-    integer_key = cursor if plan["mode"] == "append_only" else None
-    # A full snapshot stays one JDBC query (one consistent read): reconciliation accepts a table
-    # that changed during the read only on that ground, and partitions would each see another state.
-    if integer_key is None and not full and len(plan["primary_key"]) == 1:
-        key_type = next(c["type"] for c in plan["columns"] if c["name"] == plan["primary_key"][0])
-        if parse_type(key_type).is_integer:
-            integer_key = plan["primary_key"][0]
+    if plan.mode is ExtractionMode.APPEND_ONLY:
+        return plan.cursor
+    if plan.mode is ExtractionMode.FULL or len(plan.primary_key) != 1:
+        return None
+    key = plan.primary_key[0]
+    return key if parse_type(plan.column_type(key)).is_integer else None
 
-    def stats(with_checksums: bool) -> Stats:
-        if with_checksums:
-            names = checksummed_columns(plan)
-            row = source.rows(queries.checksum_sql(db, table, names))
-            return Stats(
-                int(row[0]), {n: (int(row[1 + 2 * i]), int(row[2 + 2 * i])) for i, n in enumerate(names)}
-            )
-        return Stats(
-            int(source.scalar(queries.count_sql(db, table, cursor, bounds["lower"], bounds["upper"])))
-        )
 
-    for attempt_no in range(1, 4):
-        attempt = uuid.uuid4().hex[:12]
-        extracted_at = datetime.now(UTC)
+class GlueEngine:
+    """The Glue engine: Spark reads the query over JDBC and writes the batch's Parquet files."""
+
+    def __init__(self, spark, source: SparkSource, *, partitions: int = 4):
+        from retail_platform.extract.skeleton import ExtractEngine
+
+        self.name = ExtractEngine.GLUE
+        self.spark, self.source, self.partitions = spark, source, partitions
+
+    def source_errors(self) -> tuple[type[BaseException], ...]:
+        from py4j.protocol import Py4JJavaError
+
+        return (Py4JJavaError,)
+
+    def open_session(self) -> SparkSource:
+        return self.source
+
+    def read(self, plan, query: str, *, lake, attempt, extracted_at, with_checksums, on_started):
+        from pyspark.sql import functions as F
+
+        from retail_platform.extract import queries
+
         started = time.perf_counter()
-        before = stats(full)
-        key_low = key_high = None
-        if integer_key is not None:
-            low_high = source.rows(queries.key_range_sql(query, integer_key))
-            key_low, key_high = low_high[0], low_high[1]
-        df = source.dataframe(
-            query, integer_key, key_low, None if key_high is None else key_high + 1, partitions
-        )
-        selected = []
-        for column in plan["columns"]:
-            target = spark_type(column["type"])
-            col = F.col(f"`{column['name']}`")
-            # preferTimestampNTZ reads TIMESTAMP as wall time in the session's zone (UTC): make it an instant.
-            selected.append(col.cast(target).alias(column["name"]))
+        key = _partition_key(plan)
+        low = high = None
+        if key is not None:
+            low, high = self.source.row(queries.key_range_sql(query, key))
+        df = self.source.dataframe(query, key, low, None if high is None else high + 1, self.partitions)
+        # preferTimestampNTZ reads TIMESTAMP as wall time in the session's zone (UTC): the cast makes it an instant.
+        selected = [F.col(f"`{c.name}`").cast(spark_type(c.type)).alias(c.name) for c in plan.columns]
         df = (
             df.select(*selected)
             .withColumn("_extracted_at", F.lit(extracted_at).cast("timestamp"))
-            .withColumn("_batch_id", F.lit(batch_id))
+            .withColumn("_batch_id", F.lit(plan.batch_id))
         )
-        out_dir = f"{lake.batch_dir(table, batch_id)}/spark-{attempt}"
+        out_dir = f"{lake.batch_dir(plan.table, plan.batch_id)}/spark-{attempt}"
         df.write.mode("overwrite").option("compression", "zstd").parquet(lake.storage.url(out_dir))
-        files = sorted(
-            info.path
-            for info in lake.storage.list(out_dir)
-            if info.is_file and info.base_name.endswith(".parquet")
-        )
-        extract_s = time.perf_counter() - started
-        checksums = ArrowChecksums(plan) if full else None
-        rows, max_seen = 0, None
-        entries = []
-        for path in files:
-            pf = pq.ParquetFile(path, filesystem=lake.storage.fs)
-            n = pf.metadata.num_rows
-            rows += n
-            if checksums is not None:
-                for batch in pf.iter_batches():
-                    checksums.update(batch)
-            if cursor is not None and n:
-                import pyarrow.compute as pc
+        return _read_back(plan, lake, out_dir, with_checksums, started)
 
-                high = pc.max(pf.read(columns=[cursor]).column(cursor)).as_py()
-                if high is not None and (max_seen is None or high > max_seen):
-                    max_seen = high
-            entries.append(lake.file_entry(table, batch_id, path, n))
-        after = stats(full)
-        extracted = checksums.stats() if full else Stats(rows)
-        verdict, detail = verify(plan, extracted, before, after, accept_changes=attempt_no >= 2)
-        if verdict == "changed_during_read":
-            log.warning("%s: %s", table, detail)
-        if verdict in ACCEPTED:
-            break
-        log.warning("%s attempt %d: %s", table, attempt_no, detail)
-    else:
-        raise ReconciliationError(f"{table}: reconciliation with the source failed: {detail}")
-    max_seen = normalise_cursor_value(max_seen)
-    manifest = build_manifest(
-        plan,
-        bounds=bounds,
-        max_seen=max_seen,
-        rows=rows,
-        files=entries,
-        reconciliation=reconciliation_record(verdict, detail, after, attempt_no),
-        query=query,
-        engine="glue",
-        attempt=attempt,
-        extracted_at=extracted_at,
-        timings={"extract_s": round(extract_s, 3)},
+
+def _read_back(plan, lake, out_dir: str, with_checksums: bool, started: float):
+    """What Spark wrote: each file hashed, counted and (full snapshots) checksummed."""
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from retail_platform.extract.checksums import ArrowChecksums
+    from retail_platform.extract.reconcile import Stats
+    from retail_platform.extract.skeleton import ReadResult
+    from retail_platform.lake.batches import WrittenFile
+
+    paths = sorted(
+        info.path
+        for info in lake.storage.list(out_dir)
+        if info.is_file and info.base_name.endswith(".parquet")
     )
-    lake.commit(manifest, watermark=next_watermark(plan, bounds, max_seen, watermark))
-    log.info("%s batch %s: %d rows committed by Spark", table, batch_id, rows)
-    return manifest
+    checksums = ArrowChecksums(plan.columns) if with_checksums else None
+    files, max_seen = [], None
+    for path in paths:
+        data = lake.storage.read_bytes(path)
+        pf = pq.ParquetFile(pa.BufferReader(data))
+        n = pf.metadata.num_rows
+        files.append(WrittenFile(path, n, len(data), hashlib.sha256(data).hexdigest()))
+        if checksums is not None:
+            for batch in pf.iter_batches():
+                checksums.update(batch)
+        if plan.cursor is not None and n:
+            high = pc.max(pf.read(columns=[plan.cursor]).column(plan.cursor)).as_py()
+            if high is not None and (max_seen is None or high > max_seen):
+                max_seen = high
+    sums = checksums.result() if checksums is not None else None
+    return ReadResult(
+        files=files,
+        rows=sum(f.rows for f in files),
+        max_cursor=max_seen,
+        checksums=Stats(*sums) if sums is not None else None,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def extract_with_spark(spark, plan, source: SparkSource, lake, *, partitions: int = 4) -> dict:
+    from retail_platform.extract.plan import TablePlan
+    from retail_platform.extract.skeleton import extract_table
+
+    engine = GlueEngine(spark, source, partitions=partitions)
+    return extract_table(engine, TablePlan.from_dict(plan), lake)
 
 
 def build_spark(app_name: str = "retail-extract"):
@@ -318,12 +297,13 @@ def build_spark(app_name: str = "retail-extract"):
 def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from retail_platform.extract.plan import TablePlan
     from retail_platform.lake.batches import RawLake
     from retail_platform.lake.storage import LakeStorage
 
-    plan = json.loads(args.plan)
-    lake = RawLake(LakeStorage.from_uri(args.lake_uri, s3_endpoint_url=args.s3_endpoint_url), plan["source"])
-    spark = build_spark(f"retail-extract-{plan['table']}")
+    plan = TablePlan.from_json(args.plan)
+    lake = RawLake(LakeStorage.from_uri(args.lake_uri, s3_endpoint_url=args.s3_endpoint_url), plan.source)
+    spark = build_spark(f"retail-extract-{plan.source}-{plan.table}")
     source = SparkSource(spark, source_from_args(args), args.jdbc_driver, args.statement_timeout_s)
     return extract_with_spark(spark, plan, source, lake, partitions=args.partitions)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import zipfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import retail_platform
+from retail_platform.extract.plan import TablePlan
 from retail_platform.settings import Settings
 
 GLUE_SCRIPT = Path(retail_platform.__file__).parent / "extract" / "glue_job.py"
@@ -48,11 +48,22 @@ def package_key(data: bytes) -> str:
     return f"artifacts/retail_platform/retail_platform-{hashlib.sha256(data).hexdigest()[:16]}.zip"
 
 
-def script_args(plan: dict, settings: Settings, package_uri: str, source_secret_id: str) -> dict:
+def job_name(settings: Settings, source: str) -> str:
+    """The source's Glue job (RETAIL_GLUE_JOB_NAME, with {source} for the source's name)."""
+    return settings.glue_job_name.format(source=source)
+
+
+def source_secret_id(settings: Settings, source: str) -> str:
+    """The secret the source's job reads its replica credentials from (with {source} filled in)."""
+    return settings.glue_source_secret_id.format(source=source)
+
+
+def script_args(plan: TablePlan | dict, settings: Settings, package_uri: str) -> dict:
+    plan = TablePlan.from_dict(plan)
     args = {
-        "--plan": json.dumps(plan, sort_keys=True),
+        "--plan": plan.to_json(),
         "--lake-uri": settings.lake_uri,
-        "--source-secret-id": source_secret_id,
+        "--source-secret-id": source_secret_id(settings, plan.source),
         "--statement-timeout-s": str(settings.statement_timeout_s),
         "--extra-py-files": package_uri,
     }

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from retail_platform.extract.bounds import encode_bounds
-from retail_platform.extract.plan import arrow_schema_for
+from retail_platform.extract.bounds import Bounds
+from retail_platform.extract.plan import TablePlan
 
 
 def normalise_cursor_value(value):
@@ -16,9 +16,9 @@ def normalise_cursor_value(value):
 
 
 def build_manifest(
-    plan: dict,
+    plan: TablePlan,
     *,
-    bounds: dict,
+    bounds: Bounds,
     max_seen,
     rows: int,
     files: list[dict],
@@ -29,24 +29,24 @@ def build_manifest(
     extracted_at: datetime,
     timings: dict,
 ) -> dict:
-    source_types = {c["name"]: c["type"] for c in plan["columns"]}
+    source_types = {c.name: c.type for c in plan.columns}
     return {
-        "source": plan["source"],
-        "table": plan["table"],
-        "batch_id": plan["batch_id"],
-        "data_interval": {"start": plan["interval_start"], "end": plan["interval_end"]},
-        "mode": plan["mode"],
-        "declared_mode": plan["declared_mode"],
-        "mode_reason": plan["mode_reason"],
+        "source": plan.source,
+        "table": plan.table,
+        "batch_id": plan.batch_id,
+        "data_interval": {"start": plan.interval_start.isoformat(), "end": plan.interval_end.isoformat()},
+        "mode": plan.mode.value,
+        "declared_mode": plan.declared_mode.value,
+        "mode_reason": plan.mode_reason,
         "cursor": {}
-        if plan["cursor"] is None
+        if plan.cursor is None
         else {
-            "column": plan["cursor"],
-            **encode_bounds(bounds),
-            "max_seen": encode_bounds({"lower": normalise_cursor_value(max_seen), "upper": None})["lower"],
+            "column": plan.cursor,
+            **bounds.encoded(),
+            "max_seen": Bounds(normalise_cursor_value(max_seen)).encoded()["lower"],
         },
         "row_count": rows,
-        "primary_key": plan["primary_key"],
+        "primary_key": plan.primary_key,
         "columns": [
             {
                 "name": f.name,
@@ -54,11 +54,11 @@ def build_manifest(
                 "nullable": f.nullable,
                 "source_type": source_types.get(f.name),
             }
-            for f in arrow_schema_for(plan)
+            for f in plan.arrow_schema()
         ],
-        "new_columns": plan["new_columns"],
-        "missing_optional_columns": plan["missing_optional_columns"],
-        "missing_columns": plan.get("missing_columns", []),
+        "new_columns": plan.new_columns,
+        "missing_optional_columns": plan.missing_optional_columns,
+        "missing_columns": plan.missing_columns,
         "files": files,
         "reconciliation": reconciliation,
         "query": query,

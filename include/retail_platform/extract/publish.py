@@ -3,30 +3,32 @@
 from __future__ import annotations
 
 from retail_platform.errors import ConsequentialFailure
+from retail_platform.extract.plan import TablePlan
 
 
 class CriticalTablesFailed(RuntimeError):
     pass
 
 
-def summarise_run(plans: list[dict] | None, results: list[dict | None] | None) -> dict:
+def summarise_run(plans: list[dict | TablePlan] | None, results: list[dict | None] | None) -> dict:
     """Summary for the Asset event; raises when a critical table failed (the event is withheld,
     so the warehouse keeps its last consistent state rather than mixing fresh and stale tables)."""
     if plans is None:
         raise ConsequentialFailure(
             "no plan for this run (plan_batches failed and was reported): nothing to publish"
         )
+    plans = [TablePlan.from_dict(p) for p in plans]
     done = {r["table"]: r for r in results or [] if r}  # skipped or failed tasks give no result
-    skipped = {p["table"]: p["skip_reason"] for p in plans if p.get("skip_reason")}
-    failed = [p for p in plans if p["table"] not in done and p["table"] not in skipped]
+    skipped = {p.table: p.skip_reason for p in plans if p.skip_reason}
+    failed = [p for p in plans if p.table not in done and p.table not in skipped]
     summary = {
-        "batch_id": plans[0]["batch_id"] if plans else None,
+        "batch_id": plans[0].batch_id if plans else None,
         "committed": {t: {"rows": r["rows"], "mode": r["mode"]} for t, r in sorted(done.items())},
         "skipped": skipped,
-        "failed": {p["table"]: p.get("error") or "extraction failed (see its task log)" for p in failed},
+        "failed": {p.table: p.error or "extraction failed (see its task log)" for p in failed},
         "new_columns": {t: r["new_columns"] for t, r in done.items() if r.get("new_columns")},
     }
-    critical = sorted(p["table"] for p in failed if p.get("critical"))
+    critical = sorted(p.table for p in failed if p.critical)
     if critical:
         raise CriticalTablesFailed(
             f"critical tables failed: {', '.join(critical)}; the raw lake Asset is not published for this run"

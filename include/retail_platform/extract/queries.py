@@ -6,9 +6,24 @@ values are formatted from typed Python values (datetimes, ints), never from stri
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 
 from retail_platform.contract.types import quote_identifier as q
+
+# MySQL character sets and the Python codecs that encode text as the server stores it
+# (MySQL's latin1 is Windows-1252).
+CHARSET_ENCODINGS = {
+    "latin1": "cp1252",
+    "utf8": "utf-8",
+    "utf8mb3": "utf-8",
+    "utf8mb4": "utf-8",
+    "ascii": "ascii",
+}
+
+
+def charset_encoding(charset: str | None) -> str:
+    return CHARSET_ENCODINGS.get((charset or "utf8mb4").lower(), "utf-8")
 
 
 def literal(value) -> str:
@@ -88,10 +103,28 @@ def key_range_sql(query: str, key: str) -> str:
     return f"SELECT MIN({q(key)}) AS key_low, MAX({q(key)}) AS key_high FROM ({query}) AS keyed"
 
 
-def keys_present_sql(database: str, table: str, key_columns: list[str], n_keys: int) -> str:
-    """Which of ``n_keys`` primary keys (bound as parameters, in order) the table has now."""
+def key_literal(value, charset: str | None = None) -> str:
+    """A key value as a SQL literal both engines can send (Spark's JDBC reader binds no parameters).
+
+    Text is sent as the bytes the column stores, with the column's character set as introducer
+    (``_latin1 X'...'``): no quoting or escaping to get wrong, and compared in the column's collation."""
+    if isinstance(value, bool) or value is None:
+        raise TypeError(f"unsupported key value {value!r}")
+    if isinstance(value, (int, Decimal)):
+        return str(value)
+    if isinstance(value, str):
+        name = (charset or "utf8mb4").lower()
+        return f"_{name} X'{value.encode(charset_encoding(name)).hex()}'"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"X'{bytes(value).hex()}'"
+    if isinstance(value, datetime):
+        return literal(value)
+    if isinstance(value, date):
+        return f"'{value.isoformat()}'"
+    raise TypeError(f"unsupported key value {value!r}")
+
+
+def keys_present_sql(database: str, table: str, key_columns: list[str], keys: list[str]) -> str:
+    """Which of ``keys`` (each a tuple of literals, in key-column order) the table has now."""
     columns = ", ".join(q(c) for c in key_columns)
-    one = "(" + ", ".join(["%s"] * len(key_columns)) + ")"
-    return (
-        f"SELECT {columns} FROM {q(database)}.{q(table)} WHERE ({columns}) IN ({', '.join([one] * n_keys)})"
-    )
+    return f"SELECT {columns} FROM {q(database)}.{q(table)} WHERE ({columns}) IN ({', '.join(keys)})"

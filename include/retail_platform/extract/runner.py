@@ -1,6 +1,8 @@
-"""What the extraction DAG's tasks call: plan a run, extract a table, summarise the run.
+"""What the extraction DAGs' tasks call: plan a run, extract a table, summarise the run.
 
-Kept free of Airflow so the same steps run from the CLI (`retail extract`) and in tests.
+Kept free of Airflow so the same steps run from the CLI (`retail extract`) and in tests. Every
+function takes the source by name (a contract in the contracts folder): its connection, lake
+prefix and state come from that contract.
 """
 
 from __future__ import annotations
@@ -8,37 +10,29 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from retail_platform.contract.model import load_contract
 from retail_platform.errors import ConsequentialFailure
 from retail_platform.extract.local_engine import extract_batch
-from retail_platform.extract.plan import plan_extraction
-from retail_platform.lake.batches import RawLake
-from retail_platform.lake.storage import LakeStorage
+from retail_platform.extract.plan import TablePlan, plan_extraction
+from retail_platform.lake.batches import lake_for
 from retail_platform.settings import Settings
 from retail_platform.source import health
 from retail_platform.source.connection import source_connection
 from retail_platform.source.introspect import read_live_schema
-from retail_platform.state import PlatformState
+from retail_platform.sources import names_for
+from retail_platform.state import state_for
 
 log = logging.getLogger(__name__)
 
 
-def lake_for(settings: Settings, source: str = "classicmodels") -> RawLake:
-    return RawLake(LakeStorage.from_uri(settings.lake_uri, s3_endpoint_url=settings.s3_endpoint_url), source)
-
-
-def state_for(settings: Settings, source: str = "classicmodels") -> PlatformState:
-    return PlatformState(lake_for(settings, source).storage, source)
-
-
 def plan_run(
     settings: Settings,
+    source: str,
     interval_start: datetime,
     interval_end: datetime,
     *,
     tables: list[str] | None = None,
     run_url: str | None = None,
-) -> list[dict]:
+) -> list[TablePlan]:
     """Read the live schema once, check the replica's health and plan every table.
 
     The schema watch's rules apply here too, so a breaking change is held back even before the
@@ -47,8 +41,8 @@ def plan_run(
     from retail_platform.schema_watch.notify import announce_resumed
     from retail_platform.schema_watch.watch import evaluate_drift, lineage_for, protect
 
-    contract = load_contract(settings.contract_path)
-    reader = source_connection(settings)
+    contract = names_for(settings, source).load_contract()
+    reader = source_connection(contract.source.connection_id)
     state = state_for(settings, contract.source.name)
     # A replica that answered before and does not now is an outage (the task retries with backoff);
     # one that never answered has a wrong host or port (a configuration error: no retries).
@@ -74,17 +68,19 @@ def plan_run(
         tables=tables,
     )
     for plan in plans:
-        if plan["skip_reason"]:
-            log.warning("%s skipped: %s", plan["table"], plan["skip_reason"])
+        if plan.skip_reason:
+            log.warning("%s skipped: %s", plan.table, plan.skip_reason)
     return plans
 
 
-def run_local(settings: Settings, plan: dict) -> dict:
+def run_local(settings: Settings, plan: TablePlan | dict) -> dict:
     """Extract one planned table with the local engine; returns a small summary for XCom."""
+    plan = TablePlan.from_dict(plan)
+    names = names_for(settings, plan.source)
     manifest = extract_batch(
         plan,
-        reader=source_connection(settings),
-        lake=lake_for(settings, plan["source"]),
+        reader=source_connection(names.connection_id),
+        lake=lake_for(settings, plan.source),
         statement_timeout_s=settings.statement_timeout_s,
     )
     return summarise(manifest)
@@ -103,11 +99,10 @@ def summarise(manifest: dict) -> dict:
     }
 
 
-def report_source_outage(settings: Settings, reason: str, run_url: str | None = None) -> bool:
-    contract = load_contract(settings.contract_path)
-    state = state_for(settings, contract.source.name)
+def report_source_outage(settings: Settings, source: str, reason: str, run_url: str | None = None) -> bool:
+    contract = names_for(settings, source).load_contract()
     return health.report_outage(
-        state,
+        state_for(settings, source),
         reason,
         channel=contract.source.downstream_channel,
         details={"run_url": run_url},
@@ -115,7 +110,7 @@ def report_source_outage(settings: Settings, reason: str, run_url: str | None = 
     )
 
 
-def collect_committed(settings: Settings, plans: list[dict]) -> list[dict]:
+def collect_committed(settings: Settings, plans: list[dict] | None) -> list[dict]:
     """After the Glue jobs: the summaries of the batches committed since they were planned.
 
     A table without one (its job failed, or reported success without committing) is left out
@@ -123,14 +118,14 @@ def collect_committed(settings: Settings, plans: list[dict]) -> list[dict]:
     as it does for the local engine."""
     if plans is None:
         raise ConsequentialFailure("no plan for this run (plan_batches failed and was reported)")
-    lake = lake_for(settings)
+    typed = [TablePlan.from_dict(p) for p in plans]
     results, missing = [], []
-    for plan in plans:
-        if plan.get("skip_reason") or plan.get("error"):
+    for plan in typed:
+        if not plan.runnable:
             continue
-        manifest = lake.read_manifest(plan["table"], plan["batch_id"])
-        if manifest is None or manifest["extracted_at"] < plan["planned_at"]:
-            missing.append(plan["table"])
+        manifest = lake_for(settings, plan.source).read_manifest(plan.table, plan.batch_id)
+        if manifest is None or datetime.fromisoformat(manifest["extracted_at"]) < plan.planned_at:
+            missing.append(plan.table)
             continue
         results.append(summarise(manifest))
     if missing:
@@ -138,6 +133,6 @@ def collect_committed(settings: Settings, plans: list[dict]) -> list[dict]:
             "no batch was committed for %s (batch %s): the Glue job failed or reported success "
             "without committing",
             ", ".join(missing),
-            plans[0]["batch_id"],
+            typed[0].batch_id,
         )
     return results

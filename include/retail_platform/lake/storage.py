@@ -1,20 +1,33 @@
 """The lake's storage: a local folder or S3, through one pyarrow filesystem API.
 
-Only one operation needs care to be atomic: publishing a small document (a manifest,
-a watermark). Locally it is written to a temporary name and renamed; on S3 a single PUT
-is atomic by itself (S3 has no rename: a "move" is a copy and a delete).
+Two operations need care. Publishing a small document (a manifest, a watermark) is atomic:
+locally it is written to a temporary name and renamed; on S3 a single PUT is atomic by itself
+(S3 has no rename: a "move" is a copy and a delete). Updating a document that several writers
+change (a table's index: extraction commits and compaction) is a compare-and-swap: locally under
+an exclusive lock on a file beside it, on S3 a conditional PUT (If-Match / If-None-Match) retried
+from a fresh read when another writer got there first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import msgspec
 import pyarrow.fs as pafs
+
+CAS_ATTEMPTS = 20  # conditional PUTs lost to other writers before giving up (S3)
+
+
+class ConcurrentUpdateError(RuntimeError):
+    """Another writer kept changing a document between our read and our write."""
 
 
 @dataclass
@@ -23,6 +36,7 @@ class LakeStorage:
     fs: pafs.FileSystem
     root: str  # path inside fs, without a trailing slash
     is_local: bool
+    s3_endpoint_url: str | None = None
 
     @classmethod
     def from_uri(cls, uri: str, *, s3_endpoint_url: str | None = None) -> LakeStorage:
@@ -41,7 +55,7 @@ class LakeStorage:
             region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
             fs = pafs.S3FileSystem(region=region, **kwargs)
             root = f"{parts.netloc}{parts.path}".rstrip("/")
-            return cls(uri.rstrip("/"), fs, root, is_local=False)
+            return cls(uri.rstrip("/"), fs, root, is_local=False, s3_endpoint_url=endpoint)
         if parts.scheme not in ("", "file"):
             raise ValueError(f"RETAIL_LAKE_URI must be a local path or s3://bucket/prefix, got {uri!r}")
         path = os.path.abspath(parts.path if parts.scheme == "file" else uri)
@@ -111,6 +125,69 @@ class LakeStorage:
             path, (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode()
         )
 
+    def write_document_atomic(self, path: str, doc: dict) -> None:
+        """A machine-read document (indexes): compact JSON, encoded fast whatever its size."""
+        self.write_bytes_atomic(path, msgspec.json.encode(doc))
+
     def delete(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.delete_file(path)
+
+    # ------------------------------------------------------------------ read-modify-write
+    def update_json(self, path: str, change: Callable[[dict | None], dict]) -> dict:
+        """Replace the document at ``path`` with ``change(current)`` (current is None when absent),
+        with no update of another writer lost in between; returns what was written. ``change`` may
+        run more than once (S3, after a lost race) and must not have side effects."""
+        if self.is_local:
+            with self.locked(path):
+                doc = change(self.read_document(path))
+                self.write_bytes_atomic(path, msgspec.json.encode(doc))
+                return doc
+        return self._update_s3(path, change)
+
+    @contextlib.contextmanager
+    def locked(self, path: str):
+        """An exclusive lock on ``path`` between processes of this machine (local lakes only)."""
+        directory = path.rsplit("/", 1)[0]
+        self.fs.create_dir(directory, recursive=True)
+        with open(f"{path}.lock", "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released when the handle closes
+            yield
+
+    def read_document(self, path: str) -> dict | None:
+        try:
+            return msgspec.json.decode(self.read_bytes(path))
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if "NoSuchKey" in str(exc) or "does not exist" in str(exc).lower():
+                return None
+            raise
+
+    def _s3_client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.s3_endpoint_url)
+
+    def _update_s3(self, path: str, change: Callable[[dict | None], dict]) -> dict:
+        from botocore.exceptions import ClientError
+
+        client = self._s3_client()
+        bucket, key = path.split("/", 1)
+        for attempt in range(CAS_ATTEMPTS):
+            try:
+                current = client.get_object(Bucket=bucket, Key=key)
+                doc, condition = msgspec.json.decode(current["Body"].read()), {"IfMatch": current["ETag"]}
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] not in ("NoSuchKey", "404"):
+                    raise
+                doc, condition = None, {"IfNoneMatch": "*"}
+            new = change(doc)
+            try:
+                client.put_object(Bucket=bucket, Key=key, Body=msgspec.json.encode(new), **condition)
+                return new
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    raise
+                time.sleep(0.05 * (attempt + 1))  # another writer got there first: read again
+        raise ConcurrentUpdateError(f"{path}: {CAS_ATTEMPTS} conditional writes lost to other writers")

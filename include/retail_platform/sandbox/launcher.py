@@ -33,10 +33,16 @@ class SandboxPart(Protocol):
 
 
 def sandbox_parts(settings: SandboxSettings | None = None) -> list[SandboxPart]:
+    from retail_platform.sandbox.kinesis import LocalKinesis
     from retail_platform.sandbox.mariadb import LocalMariaDB
+    from retail_platform.sandbox.postgres import LocalPostgres
 
     settings = settings or SandboxSettings.from_env()
-    return [LocalMariaDB.from_settings(settings)]
+    return [
+        LocalMariaDB.from_settings(settings),
+        LocalPostgres.from_settings(settings),
+        LocalKinesis.from_settings(settings),
+    ]
 
 
 def _replaced_by_environment(part: SandboxPart, environ) -> bool:

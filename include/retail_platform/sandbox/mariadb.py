@@ -99,9 +99,9 @@ class LocalMariaDB:
     @property
     def conn_ids(self) -> dict[str, str]:
         """The Airflow connection ids the sandbox hands its two users out as."""
-        from retail_platform.settings import Settings
+        from retail_platform.sandbox.settings import reader_conn_id
 
-        return {"reader": Settings.from_env().source_conn_id, "admin": ADMIN_CONN_ID}
+        return {"reader": reader_conn_id(), "admin": ADMIN_CONN_ID}
 
     @property
     def env_names(self) -> list[str]:

@@ -3,11 +3,13 @@
 1. the sandbox: its private MariaDB (unless the environment names a replica), seeded when empty;
    its connections are handed to every process launched from here;
 2. Airflow's metadata database and pools, dbt's precompiled manifest;
-3. `airflow dags test watch_source_schema`: the replica's schema against the contract;
-4. `airflow dags test extract_replica`: the replica into the lake (atomic batches);
+3. `airflow dags test watch_classicmodels_schema`: the replica's schema against the contract;
+4. `airflow dags test extract_classicmodels`: the replica into the lake (atomic batches);
 5. `airflow dags test transform_warehouse`: dbt builds the marts and exports the training table
    (scheduled on extraction's Asset in production; `dags test` does not chain DAGs, so it runs here);
-6. show the lake and the marts.
+6. `airflow dags test retrain_recommender`: trains, evaluates and gates a recommender version and
+   publishes it to the sandbox's PostgreSQL + pgvector (started in step 1);
+7. show the lake, the marts and the recommender's evaluation beside popularity.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from retail_platform.sandbox.seed import sandbox_source, seed_source, source_is_
 from retail_platform.settings import Settings
 
 log = logging.getLogger(__name__)
-POOLS = {"classicmodels_replica": None, "warehouse": 1}  # None: the replica-pool setting
 
 
 class PipelineStepFailed(RuntimeError):
@@ -65,13 +66,21 @@ def airflow_env(settings: Settings) -> dict:
 def prepare_airflow(settings: Settings, env: dict) -> None:
     logs = settings.state_dir / "logs"
     _airflow(["db", "migrate"], logs / "airflow-db-migrate.log", env)
-    for pool, slots in POOLS.items():
-        size = settings.replica_pool_slots if slots is None else slots
+    for pool, size in pools(settings).items():
         _airflow(
             ["pools", "set", pool, str(size), f"retail platform: {pool}"],
             logs / f"airflow-pool-{pool}.log",
             env,
         )
+
+
+def pools(settings: Settings) -> dict[str, int]:
+    """Every source's replica pool (named by its contract) and the warehouse's one-writer pool."""
+    from retail_platform.sources import source_names
+    from retail_platform.warehouse.transform import WAREHOUSE_POOL
+
+    replicas = {names.pool: settings.replica_pool_slots for names in source_names(settings.contracts_dir)}
+    return replicas | {WAREHOUSE_POOL: 1}
 
 
 def run_pipeline(
@@ -88,10 +97,15 @@ def run_pipeline(
     settings = settings or Settings.from_env()
     _banner("source")
     from retail_platform.connections import conn_env_var
+    from retail_platform.sandbox.settings import SANDBOX_SOURCE, reader_conn_id
+    from retail_platform.sources import names_for
 
-    own_source = bool(os.environ.get(conn_env_var(settings.source_conn_id)))
+    own_source = bool(os.environ.get(conn_env_var(reader_conn_id(settings))))
+    names = names_for(settings, SANDBOX_SOURCE)
     reader, _ = sandbox_source(settings)  # starts the sandbox's MariaDB unless the environment names one
     print(f"{'configured' if own_source else 'the sandbox MariaDB'}: {reader.describe()} (read-only user)")
+    _banner("vector database")
+    print(start_vector_database())
 
     if regenerate or not source_is_seeded(settings):
         _banner("seeding the source" + (f" from {dump}" if dump else f" (preset {preset}, seed {seed})"))
@@ -109,10 +123,14 @@ def run_pipeline(
 
     _banner("Airflow metadata database, pools; dbt manifest")
     from retail_platform.contract.model import load_contract
+    from retail_platform.sources import source_names
     from retail_platform.warehouse.dbt_runner import ensure_manifest
     from retail_platform.warehouse.dbt_sources import sources_in_step
 
-    if not sources_in_step(load_contract(settings.contract_path), settings.dbt_project_dir):
+    if not all(
+        sources_in_step(load_contract(n.contract_path), settings.dbt_project_dir)
+        for n in source_names(settings.contracts_dir)
+    ):
         print("warning: the dbt sources differ from the source contract; run `retail contract dbt-sources`")
     env = airflow_env(settings)
     prepare_airflow(settings, env)
@@ -122,9 +140,13 @@ def run_pipeline(
     logical_date = datetime.now(UTC).replace(microsecond=0).isoformat()
     logs = settings.state_dir / "logs"
     for dag_id, what in (
-        ("watch_source_schema", "the replica's schema against the contract"),
-        ("extract_replica", "the replica into the lake"),
+        (names.watch_dag_id, "the replica's schema against the contract"),
+        (names.extract_dag_id, "the replica into the lake"),
         ("transform_warehouse", "dbt: staging, marts, training table export"),
+        # Daily in production: merges each table's batches (nothing to merge after one batch).
+        ("compact_lake", "the lake's compaction"),
+        # Scheduled on the training export's Asset in production; a manual run trains at once.
+        ("retrain_recommender", "the recommender: train, evaluate, gate, publish to pgvector"),
     ):
         _banner(f"airflow dags test {dag_id} ({what})")
         seconds = _airflow(["dags", "test", dag_id, logical_date], logs / f"{dag_id}.log", env)
@@ -132,34 +154,89 @@ def run_pipeline(
 
     _banner("the lake and the marts")
     show_results(settings)
+    _banner("the recommender")
+    show_recommender(settings)
+
+    _banner("serving: shopper events through the stream, one request to the API")
+    from retail_platform.sandbox.serving import demonstrate
+
+    demonstrate()
 
     if stop_source and not own_source:
         from retail_platform.sandbox.mariadb import LocalMariaDB
 
         LocalMariaDB.from_settings().stop()
         print("\nthe sandbox MariaDB stopped")
+    _banner("to look at it")
+    print("  ./platform dashboard   Superset with marketing's dashboard 'Demand now' on these marts")
+    print(
+        "  ./platform up          the whole platform on its schedules, with the Airflow UI (./platform down)"
+    )
     return 0
 
 
-def show_results(settings: Settings) -> None:
-    from retail_platform.extract.runner import lake_for, state_for
-    from retail_platform.warehouse.export import read_latest_export
-    from retail_platform.warehouse.snapshots import published_snapshot, read_only
+def start_vector_database() -> str:
+    """The sandbox's PostgreSQL + pgvector, unless AIRFLOW_CONN_RETAIL_VECTORS names one; its
+    connection goes into this process's environment, handed on to every Airflow run from here."""
+    from retail_platform.connections import conn_env_var
+    from retail_platform.sandbox import launcher
+    from retail_platform.vectors import VECTORS_CONN_ID
 
-    state = state_for(settings)
+    if os.environ.get(conn_env_var(VECTORS_CONN_ID)):
+        return f"configured: {conn_env_var(VECTORS_CONN_ID)}"
+    os.environ.update(launcher.start(only={"postgres"}))
+    from retail_platform.sandbox.postgres import LocalPostgres
+
+    return f"the sandbox PostgreSQL: {LocalPostgres.from_settings().describe()}"
+
+
+def show_recommender(settings: Settings) -> None:
+    """What serves now, and its evaluation beside popularity (from the version's manifest)."""
+    from retail_platform.recommender.registry import Registry
+    from retail_platform.vectors.store import conninfo_from_connection, current_pointer
+
+    pointer = current_pointer(conninfo_from_connection())
+    registry = Registry.from_settings(settings)
+    newest = (registry.versions() or [None])[-1]
+    if newest is None:
+        print("  no version trained yet")
+        return
+    print(
+        f"  newest version {newest['version']} (training build {newest['training_build']}): "
+        f"{newest['status']}"
+    )
+    print(f"  gate: {'; '.join(newest['gate']['reasons'])}")
+    if pointer is not None:
+        print(f"  serving: version {pointer.version}, popular list of build {pointer.popular_build}")
+    split = newest["evaluation"]["split"]
+    print(
+        f"\n  evaluation (time-based split at {split['cutoff']}, "
+        "NDCG@10 and recall@10 over the whole catalogue):"
+    )
+    print("    " + newest["evaluation"]["report"].replace("\n", "\n    "))
+
+
+def show_results(settings: Settings) -> None:
+    from retail_platform.lake.batches import lake_for
+    from retail_platform.sandbox.settings import SANDBOX_SOURCE
+    from retail_platform.state import state_for
+    from retail_platform.warehouse.export import read_latest_export
+    from retail_platform.warehouse.snapshots import published_build_id, read_only
+
+    state = state_for(settings, SANDBOX_SOURCE)
     checked = (state.get("schema", "latest.json") or {}).get("checked_at", "never")
     paused = state.pauses()
     status = ", ".join(f"{t} ({p['reason']})" for t, p in paused.items()) if paused else "no table paused"
     print(f"  schema watch: last read {checked}; {status}")
-    lake = lake_for(settings)
+    lake = lake_for(settings, SANDBOX_SOURCE)
     for table in sorted(source_row_counts(settings)):
-        batches = lake.committed_batches(table)
+        batches = lake.visible_manifests(table)
         rows = sum(b["row_count"] for b in batches)
-        print(f"  lake raw/classicmodels/{table}: {len(batches)} committed batches, {rows:,} rows")
+        print(f"  lake {lake.table_dir(table)}: {len(batches)} visible batches, {rows:,} rows")
     manifest, _ = read_latest_export(settings)
     print(f"  lake ml/ratings_ml_training: build {manifest['build_id']}, {manifest['row_count']:,} rows")
     with read_only(settings) as conn:
-        print(f"\n  warehouse {settings.duckdb_path} (published build {published_snapshot(settings).name}):")
+        print(f"\n  warehouse {settings.duckdb_path} (published build {published_build_id(settings)}):")
         for relation in (
             "analytics.fct_order_lines",
             "analytics.fct_hourly_demand",

@@ -13,7 +13,7 @@ from retail_platform.sandbox.generator.dump import load_dump
 from retail_platform.sandbox.generator.load import existing_tables, load_source, write_ground_truth
 from retail_platform.sandbox.generator.presets import get_preset
 from retail_platform.sandbox.generator.schema import TABLE_ORDER
-from retail_platform.sandbox.settings import ADMIN_CONN_ID
+from retail_platform.sandbox.settings import ADMIN_CONN_ID, reader_conn_id
 from retail_platform.settings import Settings
 from retail_platform.source.connection import MySQLConnectionInfo, connect, mysql_info
 
@@ -29,14 +29,15 @@ def sandbox_source(settings: Settings | None = None) -> tuple[MySQLConnectionInf
     from retail_platform.sandbox import launcher
 
     settings = settings or Settings.from_env()
-    reader_var, admin_var = conn_env_var(settings.source_conn_id), conn_env_var(ADMIN_CONN_ID)
+    reader_id = reader_conn_id(settings)
+    reader_var, admin_var = conn_env_var(reader_id), conn_env_var(ADMIN_CONN_ID)
     if os.environ.get(reader_var) and not os.environ.get(admin_var):
         raise ConfigurationError(
             f"{reader_var} points at a source of your own, but {admin_var} is not set: the generator "
             "needs an admin connection to seed it, and never writes through the read-only one"
         )
     os.environ.update(launcher.start(only={"mariadb"}))
-    reader = mysql_info(lookup_connection(settings.source_conn_id, use_airflow=False))
+    reader = mysql_info(lookup_connection(reader_id, use_airflow=False))
     admin = mysql_info(lookup_connection(ADMIN_CONN_ID, use_airflow=False))
     return reader, admin
 

@@ -9,6 +9,16 @@ from pathlib import Path
 from retail_platform.settings import Settings, int_setting
 
 ADMIN_CONN_ID = "classicmodels_admin"
+# The source the sandbox's MariaDB plays the replica of (the generator seeds classicmodels); its
+# reader connection id is that source contract's `source.connection_id`.
+SANDBOX_SOURCE = "classicmodels"
+
+
+def reader_conn_id(settings: Settings | None = None) -> str:
+    from retail_platform.sources import names_for
+
+    return names_for(settings or Settings.from_env(), SANDBOX_SOURCE).connection_id
+
 
 SETTINGS_DOC: list[tuple[str, str, str]] = [
     (
@@ -17,6 +27,17 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
         "seeding connection for the data generator (sandbox only; never used by the pipelines)",
     ),
     ("RETAIL_MARIADB_PORT", "a free port", "TCP port of the sandbox's MariaDB (127.0.0.1 only)"),
+    (
+        "RETAIL_POSTGRES_PORT",
+        "a free port",
+        "TCP port of the sandbox's PostgreSQL + pgvector (127.0.0.1 only)",
+    ),
+    (
+        "RETAIL_AIRFLOW_HOST",
+        "127.0.0.1",
+        "`./platform up`: the address the Airflow API server (the UI) binds",
+    ),
+    ("RETAIL_AIRFLOW_PORT", "8080", "`./platform up`: the Airflow UI's port"),
 ]
 
 
@@ -24,6 +45,9 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
 class SandboxSettings:
     platform: Settings
     mariadb_port: int | None
+    postgres_port: int | None = None
+    airflow_host: str = "127.0.0.1"
+    airflow_port: int = 8080
 
     @property
     def state_dir(self) -> Path:
@@ -33,10 +57,17 @@ class SandboxSettings:
     def mariadb_dir(self) -> Path:
         return self.state_dir / "mariadb"
 
+    @property
+    def postgres_dir(self) -> Path:
+        return self.state_dir / "postgres"
+
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> SandboxSettings:
         env = os.environ if environ is None else environ
         return cls(
             platform=Settings.from_env(environ),
             mariadb_port=int_setting(env, "RETAIL_MARIADB_PORT", None),
+            postgres_port=int_setting(env, "RETAIL_POSTGRES_PORT", None),
+            airflow_host=env.get("RETAIL_AIRFLOW_HOST") or "127.0.0.1",
+            airflow_port=int_setting(env, "RETAIL_AIRFLOW_PORT", 8080),
         )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from retail_platform.alerts import Alert, context, deliver, header, section
-from retail_platform.contract.model import Contract, load_contract
+from retail_platform.contract.model import Contract
 from retail_platform.schema_watch.changes import BREAKING
 from retail_platform.settings import Settings
+from retail_platform.sources import names_for
 from retail_platform.state import state_for
 
 
@@ -71,7 +72,7 @@ def change_set_alert(
         section(f"*What the platform did:* {action}"),
     ]
     if run_url:
-        blocks.append(context(f"<{run_url}|Airflow run of watch_source_schema>"))
+        blocks.append(context(f"<{run_url}|Airflow run of the schema watch of {contract.source.name}>"))
     text = f"{title}\n{change_lines}\nOwners: {_mentions(owners)}\nAction: {action}"
     return Alert(
         kind="schema_change",
@@ -135,7 +136,7 @@ def notify_changes(report: dict, settings: Settings | None = None) -> list[str]:
     from retail_platform.schema_watch.watch import delivered_for, record_announced
 
     settings = settings or Settings.from_env()
-    contract = load_contract(settings.contract_path)
+    contract = names_for(settings, report["source"]).load_contract()
     done = delivered_for(settings, report)
     sent: list[str] = []
     record_announced(settings, report, [])  # forget what got resolved

@@ -15,7 +15,7 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
-from retail_platform.contract.model import Contract, load_contract
+from retail_platform.contract.model import Contract
 from retail_platform.errors import ConsequentialFailure
 from retail_platform.schema_watch.changes import (
     BREAKING,
@@ -30,6 +30,7 @@ from retail_platform.settings import Settings
 from retail_platform.source import health
 from retail_platform.source.connection import SourceUnreachable, source_connection
 from retail_platform.source.introspect import LiveSchema, read_live_schema
+from retail_platform.sources import names_for
 from retail_platform.state import PlatformState, state_for, utcnow_iso
 
 log = logging.getLogger(__name__)
@@ -92,14 +93,12 @@ def protect(state: PlatformState, contract: Contract, drift: list[Change]) -> tu
 
 
 def run_watch(
-    settings: Settings | None = None, *, run_url: str | None = None, now: datetime | None = None
+    settings: Settings, source: str, *, run_url: str | None = None, now: datetime | None = None
 ) -> dict:
-    settings = settings or Settings.from_env()
     now = now or datetime.now(UTC)
-    contract = load_contract(settings.contract_path)
-
+    contract = names_for(settings, source).load_contract()
     state = state_for(settings, contract.source.name)
-    reader = source_connection(settings)
+    reader = source_connection(contract.source.connection_id)
     channel = contract.source.downstream_channel
     started = time.perf_counter()
     try:

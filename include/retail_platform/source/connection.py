@@ -15,7 +15,6 @@ from urllib.parse import quote
 
 from retail_platform.connections import ConnectionMalformed, ConnectionRecord, lookup_connection
 from retail_platform.errors import ConfigurationError
-from retail_platform.settings import Settings
 
 # MySQL/MariaDB client errors that say the configuration, not the server's health, is wrong.
 ACCESS_DENIED = 1045
@@ -106,10 +105,10 @@ def parse_airflow_connection(conn_id: str, raw: str) -> MySQLConnectionInfo:
     return mysql_info(parse_connection(conn_id, raw))
 
 
-def source_connection(settings: Settings | None = None) -> MySQLConnectionInfo:
-    """The read-only source connection (extraction, schema watch); never a sandbox server."""
-    settings = settings or Settings.from_env()
-    return mysql_info(lookup_connection(settings.source_conn_id))
+def source_connection(conn_id: str) -> MySQLConnectionInfo:
+    """A source's read-only connection (its contract's ``source.connection_id``), for extraction
+    and the schema watch; never a sandbox server."""
+    return mysql_info(lookup_connection(conn_id))
 
 
 def connect(info: MySQLConnectionInfo, **extra):

@@ -5,11 +5,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import sys
 from pathlib import Path
 
 from retail_platform.settings import Settings
 
 log = logging.getLogger(__name__)
+
+PARTIAL_PARSE = "partial_parse.msgpack"
 
 
 class DbtCommandFailed(RuntimeError):
@@ -54,12 +58,30 @@ def run_dbt(args: list[str], settings: Settings | None = None):
 
     settings = settings or Settings.from_env()
     full = [*args, *dbt_paths(settings, compiling=bool({"compile", "parse", "docs"} & set(args)))]
-    with _environment(dbt_env(settings)):
-        result = dbtRunner().invoke(full)
+    try:
+        with _environment(dbt_env(settings)):
+            result = dbtRunner().invoke(full)
+    finally:
+        release_duckdb()
     if not result.success:
         detail = result.exception or _failures(result.result)
         raise DbtCommandFailed(f"dbt {' '.join(args)} failed: {detail}")
     return result.result
+
+
+def release_duckdb() -> None:
+    """Close the DuckDB file dbt-duckdb keeps open for the rest of the process (for its next
+    invocation): the build's `dbt build` runs as a process of its own and needs the file's lock,
+    and a task may run in the same process as the one before it (`airflow dags test`)."""
+    module = sys.modules.get("dbt.adapters.duckdb.connections")
+    if module is None:  # dbt-duckdb never loaded (the Redshift target)
+        return
+    manager = module.DuckDBConnectionManager
+    environment = manager._ENV
+    manager.close_all_connections()
+    if environment is not None:
+        with contextlib.suppress(Exception):  # already closed
+            environment.close()
 
 
 def _failures(results) -> str:
@@ -120,4 +142,16 @@ def ensure_manifest(settings: Settings | None = None) -> Path:
         # No cache, no introspection: it needs no warehouse connection.
         log.info("dbt compile: the manifest is missing or older than the project")
         run_dbt(["--no-populate-cache", "compile", "--no-introspect"], settings)
+    _share_partial_parse(settings)
     return manifest_path(settings)
+
+
+def _share_partial_parse(settings: Settings) -> None:
+    """Hand the compile's parse to the commands that run against the warehouse (their own target
+    folder), so the first of them does not parse the whole project again. dbt checks the file
+    against the project, profile and variables, and parses afresh when anything changed."""
+    parsed = target_dir(settings) / PARTIAL_PARSE
+    runs = target_dir(settings) / "runs" / PARTIAL_PARSE
+    if parsed.exists() and (not runs.exists() or runs.stat().st_mtime < parsed.stat().st_mtime):
+        runs.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(parsed, runs)

@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from retail_platform.contract.model import Contract
+from retail_platform.sources import SourceNames
 
 LAKE_SCHEMA = "lake_raw"
 HEADER = (
@@ -22,6 +23,7 @@ HEADER = (
 
 def sources_doc(contract: Contract) -> dict:
     src = contract.source
+    names = SourceNames.of(contract)
     tables = []
     for name, table in sorted(contract.tables.items()):
         owners = contract.owners_of(name)
@@ -46,6 +48,7 @@ def sources_doc(contract: Contract) -> dict:
         tables.append(
             {
                 "name": name,
+                "identifier": names.lake_relation(name),
                 "description": table.description or "",
                 "config": {
                     "meta": {
@@ -70,6 +73,8 @@ def sources_doc(contract: Contract) -> dict:
                     "meta": {
                         "owners": src.default_owners.model_dump(mode="json", exclude_none=True),
                         "downstream_channel": src.downstream_channel,
+                        # register_lake_sources makes every source with a lake prefix a lake source.
+                        "lake_prefix": names.lake_prefix,
                     },
                     "loaded_at_field": "_extracted_at",
                     "freshness": {

@@ -10,7 +10,7 @@ import logging
 
 from retail_platform.alerts import Alert, deliver, header, section
 from retail_platform.settings import Settings
-from retail_platform.warehouse.dbt_runner import _environment, dbt_env, dbt_paths
+from retail_platform.warehouse.dbt_runner import _environment, dbt_env, dbt_paths, release_duckdb
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,11 @@ def check_freshness(settings: Settings | None = None) -> dict:
     from dbt.cli.main import dbtRunner
 
     settings = settings or Settings.from_env()
-    with _environment(dbt_env(settings)):
-        outcome = dbtRunner().invoke(["source", "freshness", *dbt_paths(settings, compiling=False)])
+    try:
+        with _environment(dbt_env(settings)):
+            outcome = dbtRunner().invoke(["source", "freshness", *dbt_paths(settings, compiling=False)])
+    finally:
+        release_duckdb()
     if outcome.exception is not None or outcome.result is None:
         raise FreshnessCheckFailed(f"dbt source freshness could not run: {outcome.exception}")
     report = {}

@@ -1,8 +1,9 @@
 """Write-audit-publish for the warehouse: readers see a build only after all of its tests passed.
 
 DuckDB (local): dbt writes and tests in a build file of its own (``build/retail.duckdb`` beside the
-published one). Only when the whole build passed is it copied to a new snapshot file and the
-published path, a symbolic link, is switched to it with one atomic rename. Readers (the BI tool,
+published one). Only when the whole build passed is it copied to a new snapshot
+(``snapshots/<build id>/retail.duckdb``) and the published path, a symbolic link, is switched to it
+with one atomic rename. Readers (the BI tool,
 the training export, the serving side's popular list) open the published path read-only: they see
 the previous build or the new one, never a half-built or failed one, and a running build never locks
 them out. A failed or killed build leaves the published snapshot exactly as it was.
@@ -13,7 +14,6 @@ schemas in one transaction (the ``publish_warehouse`` macro).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -113,14 +113,16 @@ def publish_build(settings: Settings, build_id: str | None = None) -> Path:
     source = build_path(settings)
     with _connect_like_dbt(source) as conn:
         conn.execute("checkpoint")  # everything in the file itself, nothing left in its WAL
+    # snapshots/<build id>/retail.duckdb: the file keeps one name, so a reader's catalog name (and
+    # Superset's schema names, "retail.analytics") stay the same from build to build.
     target_dir = snapshots_dir(settings)
-    target_dir.mkdir(parents=True, exist_ok=True)
-    snapshot = target_dir / f"{settings.duckdb_path.stem}-{build_id}.duckdb"
-    partial = target_dir / f".{snapshot.name}.{uuid.uuid4().hex[:8]}.partial"
-    shutil.copyfile(source, partial)
-    with open(partial, "rb+") as fh:
+    snapshot = target_dir / build_id / settings.duckdb_path.name
+    partial = target_dir / f".{build_id}.{uuid.uuid4().hex[:8]}.partial"
+    partial.mkdir(parents=True)
+    shutil.copyfile(source, partial / snapshot.name)
+    with open(partial / snapshot.name, "rb+") as fh:
         os.fsync(fh.fileno())
-    os.replace(partial, snapshot)
+    os.replace(partial, snapshot.parent)
     _switch_link(settings.duckdb_path, snapshot)
     _prune(settings, keep=snapshot)
     log.info("published warehouse build %s: %s -> %s", build_id, settings.duckdb_path, snapshot)
@@ -132,7 +134,7 @@ def _switch_link(link: Path, target: Path) -> None:
     link.parent.mkdir(parents=True, exist_ok=True)
     if link.exists() and not link.is_symlink():
         # A warehouse file from before write-audit-publish: kept beside the snapshots, out of the way.
-        os.replace(link, target.parent / f"legacy-{link.name}")
+        os.replace(link, target.parent.parent / f"legacy-{link.name}")
     tmp = link.parent / f".{link.name}.{uuid.uuid4().hex[:8]}.link"
     os.symlink(os.path.relpath(target, link.parent), tmp)
     os.replace(tmp, link)
@@ -144,11 +146,10 @@ def _switch_link(link: Path, target: Path) -> None:
 
 
 def _prune(settings: Settings, keep: Path) -> None:
-    snapshots = sorted(snapshots_dir(settings).glob(f"{settings.duckdb_path.stem}-*.duckdb"))
-    for old in snapshots[:-SNAPSHOTS_KEPT]:
-        if old != keep:
-            with contextlib.suppress(FileNotFoundError):
-                old.unlink()
+    builds = sorted(p for p in snapshots_dir(settings).iterdir() if p.is_dir() and not p.name.startswith("."))
+    for old in builds[:-SNAPSHOTS_KEPT]:
+        if old != keep.parent:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def published_snapshot(settings: Settings) -> Path:
@@ -159,6 +160,11 @@ def published_snapshot(settings: Settings) -> Path:
             f"no warehouse build has passed its tests yet ({link} does not exist): run the transform"
         )
     return link.resolve()
+
+
+def published_build_id(settings: Settings) -> str:
+    """The id of the build readers see now."""
+    return published_snapshot(settings).parent.name
 
 
 def read_only(settings: Settings):

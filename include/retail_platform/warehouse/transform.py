@@ -15,6 +15,8 @@ from retail_platform.warehouse.dbt_runner import DbtCommandFailed, run_dbt
 from retail_platform.warehouse.snapshots import failed_tests, publish_build, start_build
 
 log = logging.getLogger(__name__)
+# DuckDB takes one writer at a time: whatever runs dbt is in this one-slot Airflow pool.
+WAREHOUSE_POOL = "warehouse"
 
 
 def prepare_build(settings: Settings) -> None:

@@ -100,8 +100,31 @@ def generate(preset: Preset, seed: int = 42, variant: str = "modern") -> Generat
         },
         "spike_model": "rise hour i (0-based) adds base*(i+1) orders of the product in the country;"
         " decay hour j adds round(peak*(decay-j)/(decay+1)) (at least 1)",
+        "purchase_model": purchase_model(),
     }
     return GeneratedSource(preset, seed, variant, tables, truth, metadata)
+
+
+def purchase_model() -> dict:
+    """How a base order's products are drawn (``_ProductSampler``), as a documented format that a
+    reader without this package (the recommender's ceiling) can evaluate from the ground truth."""
+    return {
+        "format": 1,
+        "taste_strength_line": TASTE_STRENGTH_LINE,
+        "taste_strength_scale": TASTE_STRENGTH_SCALE,
+        "formula": "P(p | c) = P(line(p) | c) * P(scale(p) | c, line(p)) * popularity(p) / G[line(p), scale(p)],"
+        " G[l, s] = sum of popularity over the products of line l and scale s",
+        "line": "softmax over lines l of taste_strength_line * (line_pref[c, l] + region_line[territory(c), l])"
+        " + log(sum over s of G[l, s])",
+        "scale": "softmax over scales s with G[l, s] > 0 of taste_strength_scale * scale_pref[c, s] + log G[l, s]",
+        "tables": {
+            "customer_tastes": "customerNumber, territory, line_pref:<line>, scale_pref:<scale>",
+            "region_line_effects": "territory, productLine, effect (region_line)",
+            "product_attributes": "productCode, productLine, productScale, popularity",
+        },
+        "not_modelled": "injected spikes (a few orders of one product in one country) and order-level"
+        " sampling without replacement",
+    }
 
 
 # ---------------------------------------------------------------------------------- helpers

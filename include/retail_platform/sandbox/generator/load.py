@@ -130,4 +130,8 @@ def write_ground_truth(source: GeneratedSource, directory: Path) -> Path:
     for name, table in source.truth.items():
         pq.write_table(table, directory / f"{name}.parquet")
     (directory / "generation.json").write_text(json.dumps(source.metadata, indent=2, default=str) + "\n")
+    if "purchase_model" in source.metadata:  # read by the recommender's evaluation (its ceiling)
+        (directory / "purchase_model.json").write_text(
+            json.dumps(source.metadata["purchase_model"], indent=2) + "\n"
+        )
     return directory
