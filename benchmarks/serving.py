@@ -340,8 +340,8 @@ def main() -> int:
     args = parser.parse_args()
     os.environ["RETAIL_STATE_DIR"] = str(Path(args.state_dir).resolve())
     from retail_platform.sandbox.kinesis import LocalKinesis
-    from retail_platform.sandbox.mariadb import _free_port
     from retail_platform.sandbox.postgres import LocalPostgres
+    from retail_platform.sandbox.processes import free_port
     from retail_platform.serving.holder import vectors_conninfo
     from retail_platform.serving.settings import ServingSettings
     from retail_platform.vectors import store
@@ -378,7 +378,7 @@ def main() -> int:
         postgres.stop()
         kinesis.stop()
         return 0
-    port = _free_port()
+    port = free_port()
     api = start_api(env, port, logs / "bench-api.log")
     url = f"http://127.0.0.1:{port}"
     processes = [api]
@@ -389,7 +389,7 @@ def main() -> int:
         low = args.rate / 2.5
         result = asyncio.run(open_loop(url, bodies, low, 30))
         report_load(f"API, {low:.0f} req/s for 30 s", result)
-        reference(_free_port(), bodies, args.rate, min(args.seconds, 30))
+        reference(free_port(), bodies, args.rate, min(args.seconds, 30))
 
         consumer = start_consumer(env, logs / "bench-consumer.log")
         processes.append(consumer)
@@ -405,7 +405,7 @@ def main() -> int:
             asyncio.run(open_loop(url, bodies, args.rate, 30, "/v1/recommendations")),
         )
         report_load("stream, store down, 30 s", stream_latency(env, bodies, args.stream_rate, 30))
-        cold_port = _free_port()
+        cold_port = free_port()
         cold = start_api(env, cold_port, logs / "bench-api-cold.log")
         processes.append(cold)
         report_load(

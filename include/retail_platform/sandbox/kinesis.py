@@ -11,8 +11,6 @@ Data Streams and none of this runs.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from retail_platform.sandbox.mariadb import _alive, _free_port, _port_free
+from retail_platform.sandbox.processes import free_port, pid_in_file, port_free, stop_process
 from retail_platform.sandbox.settings import SandboxSettings
 from retail_platform.serving.settings import ServingSettings
 
@@ -90,11 +88,7 @@ class LocalKinesis:
             raise LocalKinesisError(f"the sandbox's Kinesis in {self.base_dir} was never started") from None
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        return pid if _alive(pid) else None
+        return pid_in_file(self.pid_file)
 
     def _answers(self) -> bool:
         try:
@@ -115,12 +109,12 @@ class LocalKinesis:
 
     def _choose_port(self) -> int:
         if self.requested_port:
-            if not _port_free(self.requested_port):
+            if not port_free(self.requested_port):
                 raise LocalKinesisError(
                     f"RETAIL_KINESIS_PORT={self.requested_port} is in use by another process"
                 )
             return self.requested_port
-        return _free_port()
+        return free_port()
 
     def _start(self) -> None:
         if self.pid() is not None:
@@ -166,10 +160,4 @@ class LocalKinesis:
         pid = self.pid()
         if pid is None:
             return
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return
-            time.sleep(0.1)
-        os.killpg(pid, signal.SIGKILL)
+        stop_process(pid, timeout=timeout, group=True, kill_after=True)

@@ -7,21 +7,26 @@ users: an admin used only for seeding and a read-only user for every extraction.
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import hashlib
-import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from retail_platform.connections import conn_env_var
+from retail_platform.sandbox.processes import (
+    free_port,
+    log_tail,
+    pid_in_file,
+    port_free,
+    read_state,
+    stop_process,
+    write_private_state,
+)
 from retail_platform.sandbox.settings import ADMIN_CONN_ID, SandboxSettings
 from retail_platform.source.connection import MySQLConnectionInfo
 
@@ -43,42 +48,6 @@ def _binary(name: str) -> str:
         f"{name} not found: install the Debian package "
         f"{'mariadb-server-core' if name != 'mariadb' else 'mariadb-client'} (./platform does it when root)"
     )
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        # The state follows the parenthesised command name in /proc/<pid>/stat.
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return True
-    if state == "Z":
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child
-        return False
-    return True
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -144,18 +113,10 @@ class LocalMariaDB:
 
     # ------------------------------------------------------------------ state
     def _instance(self) -> dict:
-        if self.instance_file.exists():
-            return json.loads(self.instance_file.read_text())
-        return {}
+        return read_state(self.instance_file)
 
     def _save_instance(self, doc: dict) -> None:
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.instance_file.with_suffix(".tmp")
-        # Holds the generated passwords: readable by the owner only.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=2)
-        os.replace(tmp, self.instance_file)
+        write_private_state(self.instance_file, doc)  # holds the generated passwords
 
     @property
     def port(self) -> int:
@@ -180,11 +141,7 @@ class LocalMariaDB:
 
     # ------------------------------------------------------------------ lifecycle
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        return pid if _alive(pid) else None
+        return pid_in_file(self.pid_file)
 
     def is_running(self) -> bool:
         return self.pid() is not None and self._accepts_connections()
@@ -226,14 +183,14 @@ class LocalMariaDB:
     def _choose_port(self) -> int:
         doc = self._instance()
         for candidate in (self.requested_port, doc.get("port")):
-            if candidate and _port_free(int(candidate)):
+            if candidate and port_free(int(candidate)):
                 return int(candidate)
         if self.requested_port:
             raise LocalMariaDBError(
                 f"RETAIL_MARIADB_PORT={self.requested_port} is in use by another process; "
                 "choose another port or unset it"
             )
-        return _free_port()
+        return free_port()
 
     def _start(self) -> None:
         stale = self.pid()
@@ -281,23 +238,15 @@ class LocalMariaDB:
             time.sleep(0.2)
         raise LocalMariaDBError(f"mariadbd did not accept connections within 120 s:\n{self._log_tail()}")
 
-    def _log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+    def _log_tail(self) -> str:
+        return log_tail(self.log_file)
 
     def stop(self, timeout: float = 120) -> None:
         pid = self.pid()
         if pid is None:
             return
-        os.kill(pid, signal.SIGTERM)  # mariadbd shuts down cleanly on SIGTERM
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return
-            time.sleep(0.2)
-        raise LocalMariaDBError(f"mariadbd (pid {pid}) did not stop within {timeout:.0f} s")
+        if not stop_process(pid, timeout=timeout):  # mariadbd shuts down cleanly on SIGTERM
+            raise LocalMariaDBError(f"mariadbd (pid {pid}) did not stop within {timeout:.0f} s")
 
     # ------------------------------------------------------------------ users
     def root_connect(self, **extra):

@@ -16,19 +16,25 @@ that user may enter), TCP always asks for a password (SCRAM).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pwd
 import secrets
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from retail_platform.connections import conn_env_var
-from retail_platform.sandbox.mariadb import _alive, _free_port, _port_free
+from retail_platform.sandbox.processes import (
+    free_port,
+    log_tail,
+    pid_in_file,
+    port_free,
+    read_state,
+    stop_process,
+    write_private_state,
+)
 from retail_platform.sandbox.settings import SandboxSettings
 from retail_platform.vectors import VECTORS_CONN_ID
 
@@ -131,17 +137,10 @@ class LocalPostgres:
         return self.base_dir / "instance.json"
 
     def _instance(self) -> dict:
-        if self.instance_file.exists():
-            return json.loads(self.instance_file.read_text())
-        return {}
+        return read_state(self.instance_file)
 
     def _save_instance(self, doc: dict) -> None:
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.instance_file.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the password
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=2)
-        os.replace(tmp, self.instance_file)
+        write_private_state(self.instance_file, doc)  # holds the password
 
     @property
     def port(self) -> int:
@@ -152,11 +151,7 @@ class LocalPostgres:
 
     # ------------------------------------------------------------------ lifecycle
     def pid(self) -> int | None:
-        try:
-            pid = int((self.datadir / "postmaster.pid").read_text().split("\n", 1)[0])
-        except (FileNotFoundError, ValueError, PermissionError):
-            return None
-        return pid if _alive(pid) else None
+        return pid_in_file(self.datadir / "postmaster.pid")
 
     def is_running(self) -> bool:
         if self.pid() is None:
@@ -221,14 +216,14 @@ class LocalPostgres:
 
     def _choose_port(self) -> int:
         for candidate in (self.requested_port, self._instance().get("port")):
-            if candidate and _port_free(int(candidate)):
+            if candidate and port_free(int(candidate)):
                 return int(candidate)
         if self.requested_port:
             raise LocalPostgresError(
                 f"RETAIL_POSTGRES_PORT={self.requested_port} is in use by another process; "
                 "choose another port or unset it"
             )
-        return _free_port()
+        return free_port()
 
     def _start(self) -> None:
         if self.pid() is not None:
@@ -257,25 +252,16 @@ class LocalPostgres:
         if result.returncode != 0:
             raise LocalPostgresError(f"pg_ctl start failed:\n{result.stdout[-1000:]}\n{self._log_tail()}")
 
-    def _log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(
-                (self.log_dir / "postgres.log").read_text(errors="replace").splitlines()[-lines:]
-            )
-        except (FileNotFoundError, PermissionError):
-            return "(no log)"
+    def _log_tail(self) -> str:
+        return log_tail(self.log_dir / "postgres.log")
 
     def stop(self, timeout: float = 60) -> None:
         pid = self.pid()
         if pid is None:
             return
-        os.kill(pid, signal.SIGINT)  # "fast" shutdown: roll back open transactions, checkpoint, exit
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return
-            time.sleep(0.1)
-        raise LocalPostgresError(f"postgres (pid {pid}) did not stop within {timeout:.0f} s")
+        # "fast" shutdown: roll back open transactions, checkpoint, exit
+        if not stop_process(pid, timeout=timeout, sig=signal.SIGINT):
+            raise LocalPostgresError(f"postgres (pid {pid}) did not stop within {timeout:.0f} s")
 
     # ------------------------------------------------------------------ users and database
     def superuser_connect(self, database: str = "postgres", **extra):

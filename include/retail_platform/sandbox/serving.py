@@ -160,13 +160,13 @@ def _print_where(settings: ServingSettings, specs: list[ServiceSpec], readiness:
 # ---------------------------------------------------------------------- the demonstration
 def demonstrate(settings: ServingSettings | None = None, events: int = 4) -> None:
     """A few events through the stream and one request to the API, their answers shown (./platform run)."""
-    from retail_platform.sandbox.mariadb import _free_port
+    from retail_platform.sandbox.processes import free_port
     from retail_platform.serving.simulator import Shoppers, load_catalogue
 
     settings = settings or ServingSettings.from_env()
     env = sandbox_env(settings)
     # A port of its own: a `./platform serve` may hold the configured one.
-    specs = serving_processes(settings, env, api_port=_free_port())
+    specs = serving_processes(settings, env, api_port=free_port())
     offsets = {spec.name: spec.log_file.stat().st_size if spec.log_file.exists() else 0 for spec in specs}
     processes = [start(spec) for spec in specs]
     try:

@@ -34,9 +34,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from retail_platform.sandbox.mariadb import _alive
+from retail_platform.sandbox.processes import alive, write_private_state
 from retail_platform.sandbox.settings import SandboxSettings
-from retail_platform.sandbox.superset import private_credentials, write_private_json
+from retail_platform.sandbox.superset import private_credentials
 
 log = logging.getLogger(__name__)
 AIRFLOW_USERS = {"admin": "admin", "operator": "op"}  # user: SimpleAuthManager role
@@ -132,10 +132,10 @@ class Stack:
 
     def _record(self, name: str, pid: int) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        write_private_json(self.processes_file, self.recorded() | {name: pid})
+        write_private_state(self.processes_file, self.recorded() | {name: pid})
 
     def running(self) -> dict[str, int]:
-        return {name: pid for name, pid in self.recorded().items() if _alive(pid)}
+        return {name: pid for name, pid in self.recorded().items() if alive(pid)}
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
         """Start one service in its own process group (so `down` stops its children too)."""
@@ -153,7 +153,7 @@ class Stack:
         for pid in recorded.values():
             _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(_alive(pid) for pid in recorded.values()):
+        while time.monotonic() < deadline and any(alive(pid) for pid in recorded.values()):
             time.sleep(0.3)
         for pid in recorded.values():
             _signal_group(pid, signal.SIGKILL)

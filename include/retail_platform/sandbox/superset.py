@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retail_platform.dashboard.settings import DashboardSettings
-from retail_platform.sandbox.mariadb import _alive
+from retail_platform.sandbox.processes import log_tail, pid_in_file, stop_process, write_private_state
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 180
@@ -37,22 +36,12 @@ class SupersetError(RuntimeError):
     pass
 
 
-def write_private_json(path: Path, doc: dict) -> None:
-    """Write a JSON document readable by the owner only (it holds secrets), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(doc, fh, indent=2)
-    os.replace(tmp, path)
-
-
 def private_credentials(path: Path, generate: dict) -> dict:
     """The credentials in ``path``; each name in ``generate`` missing from it is generated once."""
     doc = json.loads(path.read_text()) if path.exists() else {}
     missing = {name: make() for name, make in generate.items() if not doc.get(name)}
     if missing or not path.exists():
-        write_private_json(path, doc | missing)
+        write_private_state(path, doc | missing)
     os.chmod(path, 0o600)
     return doc | missing
 
@@ -172,11 +161,7 @@ class SupersetServer:
 
     # ------------------------------------------------------------------ lifecycle
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        return pid if _alive(pid) else None
+        return pid_in_file(self.pid_file)
 
     def healthy(self) -> bool:
         try:
@@ -226,22 +211,15 @@ class SupersetServer:
             f"Superset did not answer on {bind} within {START_TIMEOUT_S} s:\n{self._log_tail()}"
         )
 
-    def _log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+    def _log_tail(self) -> str:
+        return log_tail(self.log_file)
 
     def stop(self, timeout: float = 30) -> None:
         pid = self.pid()
         if pid is None:
             return
-        os.kill(pid, signal.SIGTERM)  # gunicorn's master stops its workers on SIGTERM
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.2)
-        if _alive(pid):
-            os.killpg(pid, signal.SIGKILL)
+        # gunicorn's master stops its workers on SIGTERM
+        stop_process(pid, timeout=timeout, kill_after=True)
 
 
 def _run(cmd: list[str]) -> None:
