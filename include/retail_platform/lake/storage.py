@@ -134,14 +134,24 @@ class LakeStorage:
             self.fs.delete_file(path)
 
     # ------------------------------------------------------------------ read-modify-write
-    def update_json(self, path: str, change: Callable[[dict | None], dict]) -> dict:
+    def update_json(
+        self,
+        path: str,
+        change: Callable[[dict | None], dict],
+        *,
+        while_locked: Callable[[dict], None] | None = None,
+    ) -> dict:
         """Replace the document at ``path`` with ``change(current)`` (current is None when absent),
         with no update of another writer lost in between; returns what was written. ``change`` may
-        run more than once (S3, after a lost race) and must not have side effects."""
+        run more than once (S3, after a lost race) and must not have side effects. On a local lake
+        ``while_locked(new)`` runs before the lock is released (writers after it wait); on S3 there
+        is no lock and it is not called."""
         if self.is_local:
             with self.locked(path):
                 doc = change(self.read_document(path))
                 self.write_bytes_atomic(path, msgspec.json.encode(doc))
+                if while_locked is not None:
+                    while_locked(doc)
                 return doc
         return self._update_s3(path, change)
 
