@@ -38,6 +38,24 @@ class Alert:
     details: dict = field(default_factory=dict)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
+    @classmethod
+    def message(
+        cls,
+        kind: str,
+        title: str,
+        text: str,
+        *,
+        link: str | None = None,
+        link_label: str = "Airflow log",
+        channel: str | None = None,
+        details: dict | None = None,
+    ) -> Alert:
+        """The usual message: a header, the text, and a link to the run when there is one."""
+        blocks = [header(title), section(text)]
+        if link:
+            blocks.append(context(f"<{link}|{link_label}>"))
+        return cls(kind, title, f"{title}\n{text}", blocks, channel, details or {})
+
 
 SLACK_TIMEOUT_S = (
     10  # a webhook that hangs fails the delivery (retried by its task), never the caller's deadline

@@ -11,7 +11,7 @@ import logging
 
 from airflow.sdk import BaseNotifier
 
-from retail_platform.alerts import Alert, context, deliver, header, scrub, section
+from retail_platform.alerts import Alert, deliver, header, scrub, section
 from retail_platform.errors import ConsequentialFailure, configuration_cause
 from retail_platform.settings import Settings
 
@@ -36,15 +36,11 @@ def configuration_alert(ctx, problem: Exception) -> Alert:
         f"*Task:* `{dag_id}.{task_id}` (map index {map_index}) failed at once, without retries: "
         f"retrying cannot fix a configuration.\n*Problem:* {scrub(str(problem))[:1500]}"
     )
-    blocks = [header(title), section(text)]
-    url = _run_url(ctx)
-    if url:
-        blocks.append(context(f"<{url}|Airflow log>"))
-    return Alert(
-        kind="configuration_error",
-        title=title,
-        text=f"{title}\n{text}",
-        blocks=blocks,
+    return Alert.message(
+        "configuration_error",
+        title,
+        text,
+        link=_run_url(ctx),
         details={
             "dag_id": dag_id,
             "task_id": task_id,
@@ -99,16 +95,13 @@ class PlatformFailureNotifier(SafeNotifier):
             f"*Task:* `{dag_id}.{task_id}` (map index {map_index}) try {getattr(ti, 'try_number', '?')}\n"
             + (f"*Error:* {scrub(str(error))[:1500]}" if error else "")
         )
-        url = _run_url(context_)
-        blocks = [header(title), section(text)]
-        if url:
-            blocks.append(context(f"<{url}|Airflow log> · owner {owner}"))
         deliver(
-            Alert(
-                kind="task_failed",
-                title=title,
-                text=f"{title}\n{text}",
-                blocks=blocks,
+            Alert.message(
+                "task_failed",
+                title,
+                text,
+                link=_run_url(context_),
+                link_label=f"Airflow log · owner {owner}",
                 details={
                     "dag_id": dag_id,
                     "task_id": task_id,

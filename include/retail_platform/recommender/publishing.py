@@ -11,7 +11,7 @@ import logging
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
-from retail_platform.alerts import Alert, context, deliver, header, section
+from retail_platform.alerts import Alert, deliver
 from retail_platform.recommender.data import popular_list
 from retail_platform.recommender.registry import Registry
 from retail_platform.recommender.settings import RecommenderSettings
@@ -121,14 +121,11 @@ def refusal_alert(outcome: dict, settings: RecommenderSettings, run_url: str | N
         f"The model now serving stays. The version is kept in the registry for analysis: {outcome['path']}\n"
         f"```{outcome['report']}```"
     )
-    blocks = [header(title), section(text)]
-    if run_url:
-        blocks.append(context(f"<{run_url}|Airflow log>"))
-    return Alert(
-        kind="recommender_refused",
-        title=title,
-        text=f"{title}\n{text}",
-        blocks=blocks,
+    return Alert.message(
+        "recommender_refused",
+        title,
+        text,
+        link=run_url,
         channel=settings.alert_channel,
         details={"version": outcome["version"], "build_id": outcome["build_id"], "gate": gate},
     )

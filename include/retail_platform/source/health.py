@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from retail_platform.alerts import Alert, context, deliver, header, section
+from retail_platform.alerts import Alert, deliver
 from retail_platform.errors import ConfigurationError
 from retail_platform.source.connection import MySQLConnectionInfo, SourceUnreachable, connect
 from retail_platform.state import PlatformState, utcnow_iso
@@ -19,11 +19,14 @@ log = logging.getLogger(__name__)
 
 
 def _alert(kind: str, title: str, text: str, channel: str | None, details: dict) -> Alert:
-    blocks = [header(title), section(text)]
-    if details.get("run_url"):
-        blocks.append(context(f"<{details['run_url']}|Airflow run>"))
-    return Alert(
-        kind=kind, title=title, text=f"{title}\n{text}", blocks=blocks, channel=channel, details=details
+    return Alert.message(
+        kind,
+        title,
+        text,
+        link=details.get("run_url"),
+        link_label="Airflow run",
+        channel=channel,
+        details=details,
     )
 
 
