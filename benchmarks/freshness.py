@@ -123,12 +123,6 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=45)
     parser.add_argument("--schedule", default="*/10 * * * *")
     parser.add_argument("--rate", type=float, default=1.0, help="live orders a second")
-    parser.add_argument(
-        "--dbt-mode",
-        default="build_first",
-        choices=["build_first", "local", "watcher"],
-        help="cosmos execution mode (RETAIL_DBT_EXECUTION_MODE)",
-    )
     parser.add_argument("--state-dir", default=str(ROOT / ".state" / "bench-freshness"))
     parser.add_argument("--reuse-source", action="store_true", help="keep an already seeded source")
     parser.add_argument("--json", help="also write the results here")
@@ -142,7 +136,6 @@ def main() -> int:
         "RETAIL_LAKE_URI": str(state / "lake"),
         "RETAIL_DUCKDB_PATH": str(state / "warehouse" / "retail.duckdb"),
         "RETAIL_EXTRACT_SCHEDULE": args.schedule,
-        "RETAIL_DBT_EXECUTION_MODE": args.dbt_mode,
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(measured_dags(state)),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
@@ -268,7 +261,7 @@ def main() -> int:
         "preset": args.preset,
         "scale": args.scale,
         "schedule": args.schedule,
-        "dbt_execution_mode": args.dbt_mode,
+        "transform": "one dbt build task",
         "minutes": args.minutes,
         "live_rate_per_s": args.rate,
         "started": started.isoformat(),

@@ -1,15 +1,15 @@
 """The main command's transform step against one plain `dbt build` of the project, on the same data.
 
-    ./platform python benchmarks/transform_run.py [--preset classic] [--modes build_first,local] [--runs 2]
+    ./platform python benchmarks/transform_run.py [--preset classic] [--runs 2]
 
 In a state folder of its own: the sandbox's MariaDB seeded with the preset, one extraction into the
 lake, Airflow's metadata database and pools, the compiled manifest. Then, alternately:
 
 * `dbt build` of every model and test, as a process (what a developer runs by hand), over the lake's
   sources registered once beforehand;
-* `airflow dags test transform_warehouse` as `./platform run` runs it, for each cosmos execution
-  mode asked for (register the lake's sources, freshness, the build with one task per model and per
-  model's tests, publish, export, spikes), timed from the command's start to its end.
+* `airflow dags test transform_warehouse` as `./platform run` runs it (one build task: the lake's
+  sources, freshness, `dbt build` and its audit under the build lock; then publish, export, spikes),
+  timed from the command's start to its end.
 
 The medians are printed as a table; the goal is the transform within 2x of the plain build.
 """
@@ -66,7 +66,6 @@ def timed(command: list[str], env: dict, log: Path) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="classic")
-    parser.add_argument("--modes", default="build_first", help="cosmos modes to time (build_first,local)")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--state-dir", default=str(ROOT / ".state" / "bench-transform"))
     args = parser.parse_args()
@@ -90,13 +89,10 @@ def main() -> int:
             times["dbt build (process)"].append(
                 timed(dbt, os.environ | dbt_env(settings), logs / "dbt-build.log")
             )
-            for mode in args.modes.split(","):
-                date = (datetime.now(UTC) + timedelta(minutes=run)).replace(microsecond=0).isoformat()
-                command = [sys.executable, "-m", "airflow", "dags", "test", "transform_warehouse", date]
-                seconds = timed(
-                    command, env | {"RETAIL_DBT_EXECUTION_MODE": mode}, logs / f"transform-{mode}.log"
-                )
-                times.setdefault(f"airflow dags test transform_warehouse ({mode})", []).append(seconds)
+            date = (datetime.now(UTC) + timedelta(minutes=run)).replace(microsecond=0).isoformat()
+            command = [sys.executable, "-m", "airflow", "dags", "test", "transform_warehouse", date]
+            seconds = timed(command, env, logs / "transform.log")
+            times.setdefault("airflow dags test transform_warehouse (one build task)", []).append(seconds)
             print(
                 f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items()),
                 file=sys.stderr,

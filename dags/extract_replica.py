@@ -31,8 +31,10 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import CronDataIntervalTimetable, dag, get_current_context, task
 from retail_airflow.assets import raw_lake_asset
 from retail_airflow.dag_defaults import platform_default_args
-from retail_airflow.notifiers import SourceOutageNotifier
+from retail_airflow.notifiers import PlatformFailureNotifier, SourceOutageNotifier
 
+from retail_platform.errors import StorageUnusable
+from retail_platform.extract.publish import STORAGE_FAULT_KEY
 from retail_platform.extract.skeleton import ExtractEngine
 from retail_platform.settings import Settings
 from retail_platform.sources import SourceNames, source_names
@@ -94,9 +96,13 @@ def extraction_dag(names: SourceNames):
 
             results = glue_extraction(SETTINGS, names, plans)
         else:
-
-            @task(pool=names.pool, map_index_template="{{ table }}")
-            def extract_table(plan: dict) -> dict:
+            # A lake that cannot be written is told once for the run, by publish, naming every table.
+            @task(
+                pool=names.pool,
+                map_index_template="{{ table }}",
+                on_failure_callback=PlatformFailureNotifier(told_by_the_run=(StorageUnusable,)),
+            )
+            def extract_table(plan: dict, ti=None) -> dict:
                 from airflow.sdk.exceptions import AirflowSkipException
 
                 from retail_platform.extract.runner import run_local
@@ -107,14 +113,18 @@ def extraction_dag(names: SourceNames):
                     return run_local(SETTINGS, plan)
                 except BatchSkipped as skipped:
                     raise AirflowSkipException(str(skipped)) from None
+                except StorageUnusable as fault:
+                    ti.xcom_push(key=STORAGE_FAULT_KEY, value={"table": plan["table"], "error": str(fault)})
+                    raise
 
             results = extract_table.expand(plan=plans)
 
         @task(outlets=[lake_asset], trigger_rule="all_done")
-        def publish(plans: list[dict] | None, results, *, outlet_events=None) -> dict:
+        def publish(plans: list[dict] | None, results, *, ti=None, outlet_events=None) -> dict:
             from retail_platform.extract.publish import summarise_run
 
-            summary = summarise_run(plans, results)
+            faults = ti.xcom_pull(task_ids="extract_table", key=STORAGE_FAULT_KEY)
+            summary = summarise_run(plans, results, faults if isinstance(faults, list) else [faults])
             outlet_events[lake_asset].extra = summary
             return summary
 

@@ -10,6 +10,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pyarrow.fs as pafs
+
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to a target. `down()` refuses new connections and cuts open ones
@@ -158,3 +160,100 @@ class SlackReceiver:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+class FullDisk(pafs.FileSystemHandler):
+    """A local filesystem (pyarrow) that is full: writing a file whose path contains ``full_under``
+    raises ENOSPC, as a filled disk does, once ``full`` is set. No privileges needed (a size-limited
+    tmpfs needs root). Wrap it with ``pyarrow.fs.PyFileSystem(FullDisk(...))``."""
+
+    def __init__(self, full_under: str = "/raw/"):
+        self.local = pafs.LocalFileSystem()
+        self.full_under = full_under
+        self.full = True
+        self.refused: list[str] = []
+
+    def _writes_to_a_full_disk(self, path: str) -> bool:
+        return self.full and self.full_under in path
+
+    def open_output_stream(self, path, metadata):
+        stream = self.local.open_output_stream(path)
+        if not self._writes_to_a_full_disk(path):
+            return stream
+        import pyarrow as pa
+
+        self.refused.append(path)
+        return pa.PythonFile(_NoSpaceLeft(stream), mode="w")
+
+    def open_append_stream(self, path, metadata):
+        return self.open_output_stream(path, metadata)
+
+    # Everything else: the local filesystem as it is.
+    def get_type_name(self):
+        return "full-disk"
+
+    def equals(self, other):
+        return other is self
+
+    def normalize_path(self, path):
+        return self.local.normalize_path(path)
+
+    def get_file_info(self, paths):
+        return self.local.get_file_info(paths)
+
+    def get_file_info_selector(self, selector):
+        return self.local.get_file_info(selector)
+
+    def create_dir(self, path, recursive):
+        self.local.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path):
+        self.local.delete_dir(path)
+
+    def delete_dir_contents(self, path, missing_dir_ok=False):
+        self.local.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self):
+        raise OSError("refusing to empty the root")
+
+    def delete_file(self, path):
+        self.local.delete_file(path)
+
+    def move(self, src, dest):
+        self.local.move(src, dest)
+
+    def copy_file(self, src, dest):
+        self.local.copy_file(src, dest)
+
+    def open_input_stream(self, path):
+        return self.local.open_input_stream(path)
+
+    def open_input_file(self, path):
+        return self.local.open_input_file(path)
+
+
+class _NoSpaceLeft:
+    """A file on a full disk: the first write fails with ENOSPC."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.closed = False
+
+    def write(self, data):
+        import errno
+        import os
+
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def close(self):
+        self.closed = True
+        self.stream.close()
+
+    def flush(self):
+        pass
+
+    def tell(self):
+        return 0
+
+    def writable(self):
+        return True

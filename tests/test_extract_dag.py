@@ -30,13 +30,6 @@ def seeded(mariadb):
     return mariadb
 
 
-def _without_retries(dag):
-    """Failure-path runs: no retry waits (the retry policy itself is checked by the integrity test)."""
-    for t in dag.tasks:
-        t.retries = 0
-    return dag
-
-
 def _states(dagrun):
     return {
         (ti.task_id, ti.rendered_map_index or ti.map_index): ti.state for ti in dagrun.get_task_instances()

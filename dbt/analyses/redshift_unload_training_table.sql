@@ -1,6 +1,7 @@
 -- depends_on: {{ ref('ratings_ml_training') }}
 -- depends_on: {{ ref('fct_customer_product_interactions') }}
 -- depends_on: {{ ref('fct_popular_products_7d') }}
+-- depends_on: {{ ref('dim_products') }}
 {#- The production export of ratings_ml_training and its companions, compiled for review and the
     portability test. -#}
 {%- if execute and target.type == 'redshift' -%}

@@ -2,8 +2,9 @@
 
 Outages are retried with exponential backoff whose worst case (all retries, longest jitter) stays
 well inside the shortest extraction interval we recommend (10 minutes): a run never overlaps the
-next. A configuration problem, or a failure whose cause upstream was already reported, is not
-retried at all: no retry can fix it (the retry policy).
+next. A configuration problem (storage that cannot be written included), a failure that composed
+its own alert (a failed dbt test, a lock still held after its wait), or a failure whose cause
+upstream was already reported, is not retried at all: no retry can fix it (the retry policy).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import timedelta
 from airflow.sdk.definitions.retry_policy import ExceptionRetryPolicy, RetryAction, RetryRule
 
 from retail_airflow.notifiers import PlatformFailureNotifier
-from retail_platform.errors import ConfigurationError, ConsequentialFailure
+from retail_platform.errors import ConfigurationError, ConsequentialFailure, ReportedFailure
 
 CONFIGURATION_ERRORS_FAIL = ExceptionRetryPolicy(
     rules=[
@@ -21,6 +22,11 @@ CONFIGURATION_ERRORS_FAIL = ExceptionRetryPolicy(
             exception=ConfigurationError,
             action=RetryAction.FAIL,
             reason="a configuration problem: retrying cannot fix it",
+        ),
+        RetryRule(
+            exception=ReportedFailure,
+            action=RetryAction.FAIL,
+            reason="a failed dbt test or a held lock after its wait: a retry meets the same",
         ),
         RetryRule(
             exception=ConsequentialFailure,

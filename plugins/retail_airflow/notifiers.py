@@ -12,7 +12,7 @@ import logging
 from airflow.sdk import BaseNotifier
 
 from retail_platform.alerts import Alert, deliver, header, scrub, section
-from retail_platform.errors import ConsequentialFailure, configuration_cause
+from retail_platform.errors import ConsequentialFailure, ReportedFailure, configuration_cause
 from retail_platform.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,12 +60,24 @@ def plain_alert(ctx, why: Exception) -> Alert:
 
 
 class SafeNotifier(BaseNotifier):
-    """A notifier whose ``notify`` never raises: it falls back to a plain alert, then to the log."""
+    """A notifier whose ``notify`` never raises: it falls back to a plain alert, then to the log.
+
+    ``told_by_the_run``: failures another task of the run announces once for all (a lake that
+    cannot be written, told by the extraction's publish with every table it hit)."""
+
+    def __init__(self, *, told_by_the_run: tuple[type[BaseException], ...] = ()):
+        super().__init__()
+        self.told_by_the_run = told_by_the_run
 
     def notify(self, context_):
         try:
-            problem = configuration_cause(context_.get("exception"))
-            if problem is not None:
+            error = context_.get("exception")
+            problem = configuration_cause(error)
+            if isinstance(error, self.told_by_the_run):
+                log.warning("not announced here: the run announces it once for all (%s)", error)
+            elif isinstance(error, ReportedFailure) and error.alert is not None:
+                deliver(error.alert, Settings.from_env())  # the task's own account of what failed
+            elif problem is not None:
                 deliver(configuration_alert(context_, problem), Settings.from_env())
             else:
                 self.announce(context_)

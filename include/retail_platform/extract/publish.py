@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
-from retail_platform.errors import ConsequentialFailure
+from retail_platform.errors import ConsequentialFailure, StorageUnusable
 from retail_platform.extract.plan import TablePlan
 
+# The XCom key under which a table's task leaves the storage fault it met (told once, by publish).
+STORAGE_FAULT_KEY = "storage_fault"
 
-class CriticalTablesFailed(RuntimeError):
-    pass
+
+class CriticalTablesFailed(ConsequentialFailure):
+    """Each failed table was announced by its own task: not retried, not announced again."""
 
 
-def summarise_run(plans: list[dict | TablePlan] | None, results: list[dict | None] | None) -> dict:
+def storage_fault_of_the_run(faults: list[dict | None] | None) -> StorageUnusable | None:
+    """The tables' storage faults as one configuration problem naming the cause and every table."""
+    faults = sorted((f for f in faults or [] if f), key=lambda f: f["table"])
+    if not faults:
+        return None
+    tables = ", ".join(f["table"] for f in faults)
+    return StorageUnusable(
+        f"the lake cannot be written, so {len(faults)} tables were not extracted ({tables}): "
+        f"{faults[0]['error']}; no retry can fix it: make the lake writable (mount, free space, "
+        "permissions, bucket) and rerun"
+    )
+
+
+def summarise_run(
+    plans: list[dict | TablePlan] | None,
+    results: list[dict | None] | None,
+    storage_faults: list[dict | None] | None = None,
+) -> dict:
     """Summary for the Asset event; raises when a critical table failed (the event is withheld,
-    so the warehouse keeps its last consistent state rather than mixing fresh and stale tables)."""
+    so the warehouse keeps its last consistent state rather than mixing fresh and stale tables), and
+    raises one StorageUnusable naming every table the lake refused (their tasks stayed silent)."""
+    fault = storage_fault_of_the_run(storage_faults)
+    if fault is not None:
+        raise fault
     if plans is None:
         raise ConsequentialFailure(
             "no plan for this run (plan_batches failed and was reported): nothing to publish"

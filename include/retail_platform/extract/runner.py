@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from retail_platform.errors import ConsequentialFailure
+from retail_platform.errors import ConsequentialFailure, StorageUnusable, unhealable_storage_cause
 from retail_platform.extract.local_engine import extract_batch
 from retail_platform.extract.plan import TablePlan, plan_extraction
 from retail_platform.lake.batches import lake_for
@@ -24,7 +24,23 @@ from retail_platform.state import state_for
 log = logging.getLogger(__name__)
 
 
-def plan_run(
+def plan_run(settings: Settings, source: str, interval_start: datetime, interval_end: datetime, **options):
+    """Plan the run (``_plan_run``); a lake that cannot be written (its state lives there) is a
+    configuration problem naming the source's every table, never retried as an outage."""
+    try:
+        return _plan_run(settings, source, interval_start, interval_end, **options)
+    except Exception as exc:
+        fault = unhealable_storage_cause(exc)
+        if fault is None:
+            raise
+        tables = ", ".join(sorted(names_for(settings, source).load_contract().tables))
+        raise StorageUnusable(
+            f"the lake {settings.lake_uri} cannot be written ({fault}); no table of {source} can be "
+            f"extracted until it can: {tables}"
+        ) from exc
+
+
+def _plan_run(
     settings: Settings,
     source: str,
     interval_start: datetime,

@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from retail_platform.contract.model import ExtractionMode
+from retail_platform.errors import StorageUnusable, unhealable_storage_cause
 from retail_platform.extract import queries
 from retail_platform.extract.bounds import Bounds, next_watermark, resolve_bounds
 from retail_platform.extract.manifest import build_manifest, normalise_cursor_value
@@ -119,6 +120,12 @@ def extract_table(
         return _extract(engine, session, plan, lake, max_attempts)
     except engine.source_errors() as exc:  # the replica went away or failed mid-batch: retried
         raise ExtractionError(f"{plan.table}: the replica failed during the batch: {exc}") from exc
+    except Exception as exc:  # a lake that cannot be written fails the same on every retry
+        if unhealable_storage_cause(exc) is None:
+            raise
+        raise StorageUnusable(
+            f"{plan.table}: the lake cannot be written, no retry can fix it: {exc}"
+        ) from exc
     finally:
         with contextlib.suppress(Exception):  # a connection the replica dropped may not close cleanly
             session.close()

@@ -52,21 +52,31 @@ def _environment(values: dict[str, str]):
                 os.environ[key] = value
 
 
-def run_dbt(args: list[str], settings: Settings | None = None):
-    """Invoke dbt in-process; raises DbtCommandFailed naming the command when it fails."""
+def invoke_dbt(args: list[str], settings: Settings):
+    """Invoke dbt in-process and return dbtRunner's result as it is (success or not)."""
     from dbt.cli.main import dbtRunner
 
-    settings = settings or Settings.from_env()
     full = [*args, *dbt_paths(settings, compiling=bool({"compile", "parse", "docs"} & set(args)))]
     try:
         with _environment(dbt_env(settings)):
-            result = dbtRunner().invoke(full)
+            return dbtRunner().invoke(full)
     finally:
         release_duckdb()
+
+
+def run_dbt(args: list[str], settings: Settings | None = None):
+    """Invoke dbt in-process; raises DbtCommandFailed naming the command when it fails."""
+    settings = settings or Settings.from_env()
+    result = invoke_dbt(args, settings)
     if not result.success:
         detail = result.exception or _failures(result.result)
         raise DbtCommandFailed(f"dbt {' '.join(args)} failed: {detail}")
     return result.result
+
+
+def run_results_path(settings: Settings) -> Path:
+    """dbt's own record of its last warehouse command (build, run, test): one result per node."""
+    return target_dir(settings) / "runs" / "run_results.json"
 
 
 def release_duckdb() -> None:
@@ -102,7 +112,7 @@ def dbt_paths(settings: Settings, *, compiling: bool) -> list[str]:
     """Where dbt reads the project and writes its artefacts and logs.
 
     Commands other than compile/parse/docs write a manifest without compiled SQL: they go to
-    ``runs/``, away from the compiled one that cosmos renders from and the schema watch reads."""
+    ``runs/``, away from the compiled one the schema watch reads its lineage from."""
     project = str(settings.dbt_project_dir)
     target = target_dir(settings) if compiling else target_dir(settings) / "runs"
     return [
@@ -134,8 +144,8 @@ def manifest_is_stale(settings: Settings) -> bool:
 
 
 def ensure_manifest(settings: Settings | None = None) -> Path:
-    """Precompile the manifest cosmos renders the transform DAG from (no dbt work at DAG parse) and
-    the schema watch reads its lineage from."""
+    """Precompile the manifest the schema watch reads its lineage from (no dbt work at DAG parse),
+    and share its parse with the warehouse commands."""
     settings = settings or Settings.from_env()
     if manifest_is_stale(settings):
         # Compiled (not only parsed): the schema watch's column lineage reads the compiled SQL.

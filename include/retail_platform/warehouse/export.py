@@ -41,9 +41,11 @@ TRAINING_RELATION = "ml.ratings_ml_training"
 # Exported beside the training table in every build: name (a subfolder of the build) -> relation.
 INTERACTIONS = "fct_customer_product_interactions"
 POPULAR = "fct_popular_products_7d"
+CATALOGUE = "dim_products"  # every product (ordered or not): the serving side needs a vector for each
 COMPANIONS = {
     INTERACTIONS: "ml.fct_customer_product_interactions",
     POPULAR: "analytics.fct_popular_products_7d",
+    CATALOGUE: "analytics.dim_products",
 }
 
 
@@ -69,6 +71,10 @@ class ExportBuild:
     @property
     def popular(self) -> pa.Table | None:
         return self.companions.get(POPULAR)
+
+    @property
+    def catalogue(self) -> pa.Table | None:
+        return self.companions.get(CATALOGUE)
 
 
 def _check_local(settings: Settings) -> None:

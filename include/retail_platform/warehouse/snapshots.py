@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from retail_platform.errors import ConsequentialFailure, ReportedFailure
 from retail_platform.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,8 @@ class NoPublishedWarehouse(FileNotFoundError):
     pass
 
 
-@dataclass(frozen=True)
-class FailedTest:
-    name: str
-    failing_rows: int
+class NoStagedBuild(ConsequentialFailure):
+    """Publish without an audited build: the build did not pass (and said so)."""
 
 
 def build_path(settings: Settings) -> Path:
@@ -60,55 +59,65 @@ def _connect_like_dbt(path: Path):
     return duckdb.connect(str(path))
 
 
-def start_build(settings: Settings) -> Path:
-    """Prepare the build file: forget the failing rows of the previous build's tests."""
+class WarehouseLocked(ReportedFailure):
+    """Another process holds DuckDB's own lock on the build file (not a build: builds take the build
+    lock first) for the whole wait: the build fails naming it, without retries."""
+
+
+def start_build(settings: Settings, *, wait_s: float = 0.0) -> Path:
+    """Prepare the build file: forget the failing rows of the previous build's tests. Waits up to
+    ``wait_s`` for a process that holds DuckDB's lock on the file."""
     path = build_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     if settings.dbt_target == "local":
-        with _connect_like_dbt(path) as conn:
+        with _open_build_file(path, wait_s) as conn:
             conn.execute(f"drop schema if exists {AUDIT_SCHEMA} cascade")
     return path
 
 
-def _test_names(settings: Settings) -> dict[str, str]:
-    """dbt stores a test's failing rows under its alias (hashed when the name is long): alias -> name."""
-    import json
+def _open_build_file(path: Path, wait_s: float):
+    import duckdb
 
-    from retail_platform.warehouse.dbt_runner import manifest_path
-
-    try:
-        nodes = json.loads(manifest_path(settings).read_text())["nodes"].values()
-    except (FileNotFoundError, KeyError, ValueError):
-        return {}
-    return {n["alias"]: n["name"] for n in nodes if n.get("resource_type") == "test" and n.get("alias")}
-
-
-def failed_tests(settings: Settings) -> list[FailedTest]:
-    """The tests of the last build that found rows (dbt stores each test's failing rows)."""
-    if settings.dbt_target != "local":
-        return []
-    path = build_path(settings)
-    if not path.exists():
-        return []
-    names = _test_names(settings)
-    with _connect_like_dbt(path) as conn:
-        tables = [
-            name
-            for (name,) in conn.execute(
-                "select table_name from information_schema.tables where table_schema = ? order by 1",
-                [AUDIT_SCHEMA],
-            ).fetchall()
-        ]
-        out = []
-        for name in tables:
-            rows = conn.execute(f'select count(*) from {AUDIT_SCHEMA}."{name}"').fetchone()[0]
-            if rows:
-                out.append(FailedTest(names.get(name, name), int(rows)))
-    return out
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return _connect_like_dbt(path)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise WarehouseLocked(
+                    _locked_message(path, exc, wait_s), _locked_alert(path, exc, wait_s)
+                ) from exc
+            time.sleep(0.5)
 
 
-def publish_build(settings: Settings, build_id: str | None = None) -> Path:
-    """Make the passed build what readers see; returns the new snapshot's path."""
+def _locked_message(path: Path, exc: Exception, wait_s: float) -> str:
+    return (
+        f"the warehouse build file {path} is locked by another process after {wait_s:.0f} s of waiting "
+        f"({str(exc).split(' See also')[0]})"
+    )
+
+
+def _locked_alert(path: Path, exc: Exception, wait_s: float):
+    from retail_platform.alerts import Alert
+
+    text = (
+        f"{_locked_message(path, exc, wait_s)}. Nothing was built or published; readers keep the last "
+        "build that passed. Close whatever holds the build file read-write (never open it: readers open "
+        "the published snapshot); the next run builds everything this one would have."
+    )
+    return Alert.message(
+        "warehouse_locked",
+        "Warehouse build did not start: its build file is locked",
+        text,
+        details={"build_file": str(path), "error": str(exc).split(" See also")[0]},
+    )
+
+
+def stage_build(settings: Settings, build_id: str | None = None) -> Path:
+    """Copy the build that just passed to its own snapshot folder, not yet seen by readers (the link
+    still points at the previous one); returns the snapshot's path."""
     build_id = build_id or new_build_id()
     source = build_path(settings)
     with _connect_like_dbt(source) as conn:
@@ -123,10 +132,29 @@ def publish_build(settings: Settings, build_id: str | None = None) -> Path:
     with open(partial / snapshot.name, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(partial, snapshot.parent)
+    return snapshot
+
+
+def switch_to(settings: Settings, build_id: str) -> Path:
+    """Make a staged build what readers see (one atomic rename of the link); never goes back to a
+    build older than the one published. Returns the snapshot readers see afterwards."""
+    snapshot = snapshots_dir(settings) / build_id / settings.duckdb_path.name
+    if not snapshot.exists():
+        raise NoStagedBuild(f"no staged warehouse build {build_id} at {snapshot}: nothing to publish")
+    link = settings.duckdb_path
+    if link.is_symlink() and link.exists() and published_build_id(settings) > build_id:
+        log.warning("a newer build than %s is already published: left as it is", build_id)
+        return published_snapshot(settings)
     _switch_link(settings.duckdb_path, snapshot)
     _prune(settings, keep=snapshot)
     log.info("published warehouse build %s: %s -> %s", build_id, settings.duckdb_path, snapshot)
     return snapshot
+
+
+def publish_build(settings: Settings, build_id: str | None = None) -> Path:
+    """Stage the build file and make it what readers see at once; returns the new snapshot's path."""
+    snapshot = stage_build(settings, build_id)
+    return switch_to(settings, snapshot.parent.name)
 
 
 def _switch_link(link: Path, target: Path) -> None:
