@@ -156,12 +156,15 @@ def test_live_writes_during_runs_lose_nothing_and_duplicate_nothing(
     db = seed_scratch(f"live_{variant}", variant=variant, fresh=True)
     source = reader.with_database(db.database)
     lake = local_lake(tmp_path / "lake")
-    stop = threading.Event()
-    writer = threading.Thread(
-        target=run_live,
-        args=(db,),
-        kwargs=dict(rate_per_s=40, duration_s=None, ship_fraction=0.5, tick_s=0.05, seed=3, stop=stop),
-    )
+    stop, failed = threading.Event(), []
+
+    def write_live():
+        try:
+            run_live(db, rate_per_s=40, duration_s=None, ship_fraction=0.5, tick_s=0.05, seed=3, stop=stop)
+        except BaseException as exc:  # any error of the thread is the test's, reported below
+            failed.append(exc)
+
+    writer = threading.Thread(target=write_live)
     start = datetime.now(UTC) - timedelta(hours=1)
     writer.start()
     try:
@@ -173,6 +176,7 @@ def test_live_writes_during_runs_lose_nothing_and_duplicate_nothing(
     finally:
         stop.set()
         writer.join()
+    assert failed == [], "the live writer failed"
     time.sleep(0.1)
     extract_all(source, lake, start, datetime.now(UTC) + timedelta(seconds=1))
     changed = sql.query(source, "SELECT COUNT(*) FROM orders WHERE orderDate = CURDATE()")[0][0]
@@ -269,6 +273,81 @@ def test_full_snapshot_of_a_table_that_never_stops_changing_is_accepted_on_the_r
     assert manifest["reconciliation"]["attempts"] == 2
     assert "orders changed during every read" in manifest["reconciliation"]["detail"]
     assert lake.committed_batches("orders")[0]["row_count"] == reads[-1]
+
+
+def commit_a_line_behind_each_read(sql, db, monkeypatch, *, reads: int) -> list[tuple]:
+    """The first ``reads`` reads of ``orderdetails`` each miss a line committed out of key order:
+    a new line of an order below the batch's upper bound commits once the read's snapshot exists
+    (its first rows arrived) and before the source is counted. Returns the lines committed."""
+    from retail_platform.extract.local_engine import LocalEngine
+
+    real_read = LocalEngine.read
+    committed: list[tuple] = []
+
+    def commit_line():
+        order, product = sql.query(
+            db,
+            "SELECT o.orderNumber, p.productCode FROM orders o JOIN products p"
+            " WHERE o.orderNumber = (SELECT MIN(orderNumber) FROM orderdetails) AND NOT EXISTS"
+            " (SELECT 1 FROM orderdetails d WHERE d.orderNumber = o.orderNumber"
+            " AND d.productCode = p.productCode) ORDER BY p.productCode LIMIT 1",
+        )[0]
+        sql.execute(
+            db,
+            "INSERT INTO orderdetails (orderNumber, productCode, quantityOrdered, priceEach,"
+            f" orderLineNumber) VALUES ({order}, '{product}', 1, 10.00, 99)",
+        )
+        committed.append((order, product))
+
+    def read_missing_a_line(self, plan, query, *, on_started, **kwargs):
+        def commit_then_count():
+            if len(committed) < reads:
+                commit_line()
+            on_started()
+
+        assert on_started is not None, "an append-only count runs beside the read"
+        return real_read(self, plan, query, on_started=commit_then_count, **kwargs)
+
+    monkeypatch.setattr(LocalEngine, "read", read_missing_a_line)
+    return committed
+
+
+def test_an_append_only_read_that_comes_up_short_once_is_retried(
+    sql, reader, seed_scratch, tmp_path, monkeypatch
+):
+    """The platform's only defence against a transaction that commits out of key order: the count
+    of the key range. One short read is retried, and the retry holds the late line."""
+    db = seed_scratch("short_once", fresh=True)
+    source = reader.with_database(db.database)
+    committed = commit_a_line_behind_each_read(sql, db, monkeypatch, reads=1)
+    lake = local_lake(tmp_path / "lake")
+    manifest = extract_all(source, lake, *hour_interval(), tables=["orderdetails"])["orderdetails"]
+    assert manifest["mode"] == "append_only" and len(committed) == 1
+    assert (manifest["reconciliation"]["status"], manifest["reconciliation"]["attempts"]) == ("ok", 2)
+    columns = [c.name for c in CONTRACT.tables["orderdetails"].columns]
+    in_lake = lake_rows(lake, "orderdetails", columns)
+    assert in_lake == source_rows(sql, source, "orderdetails", columns)
+    assert committed[0] in {row[:2] for row in in_lake}, "the line committed out of key order is kept"
+
+
+def test_an_append_only_read_that_always_comes_up_short_commits_nothing(
+    sql, reader, seed_scratch, tmp_path, monkeypatch
+):
+    from retail_platform.extract.reconcile import ReconciliationError
+    from retail_platform.extract.skeleton import MAX_ATTEMPTS
+
+    db = seed_scratch("short_always", fresh=True)
+    source = reader.with_database(db.database)
+    committed = commit_a_line_behind_each_read(sql, db, monkeypatch, reads=MAX_ATTEMPTS)
+    lake = local_lake(tmp_path / "lake")
+    with pytest.raises(ReconciliationError) as failure:
+        extract_all(source, lake, *hour_interval(), tables=["orderdetails"])
+    assert str(failure.value).startswith("orderdetails: reconciliation with the source failed: ")
+    assert "in the key range" in str(failure.value)
+    assert len(committed) == MAX_ATTEMPTS, "every attempt read, and came up short"
+    assert lake.committed_batches("orderdetails") == [] and lake.index("orderdetails").batches == {}
+    assert lake.read_table("orderdetails") is None and lake.watermark("orderdetails") is None
+    assert lake.readers_files("orderdetails") == set()
 
 
 def test_backfill_of_a_past_interval_is_idempotent(sql, reader, seed_scratch, tmp_path):
@@ -523,7 +602,7 @@ def test_the_platforms_statement_timeout_aborts_a_read_that_waits(sql, reader, s
     def extract():
         try:
             extract_batch(plan, reader=source, lake=local_lake(tmp_path / "lake"), statement_timeout_s=1)
-        except Exception as exc:
+        except BaseException as exc:  # whatever it is, the assertions below look at it
             outcome.append(exc)
 
     worker = threading.Thread(target=extract, daemon=True)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from test_extraction import CONTRACT, TABLES, build_staging, extract_all, local_
 
 from retail_platform.extraction_modes import ExtractionMode
 from retail_platform.lake import compaction
-from retail_platform.lake.batches import COMPACTED, RawLake, index_entry
+from retail_platform.lake.batches import COMPACTED, MANIFEST, RawLake, batch_id_for, index_entry
 from retail_platform.lake.compaction import collect_garbage, compact_table, rule_for
 from retail_platform.sandbox.generator.live import run_live
 
@@ -110,22 +111,85 @@ def readers_see_whole_files(lake: RawLake, table: str) -> None:
 # ---------------------------------------------------------------- the index
 
 
-def test_a_commit_updates_the_index_from_the_previous_one_alone(many_batches, tmp_path):
-    """The commit never re-reads the other batches' manifests: with every other manifest gone, the
-    index (and so the readers' list) still holds every batch, and the new one joins it."""
+def counted_storage_calls(lake: RawLake, monkeypatch) -> list[tuple[str, str]]:
+    """Every read, write, listing, existence check and delete the lake's storage makes from now on,
+    as (operation, path)."""
+    calls: list[tuple[str, str]] = []
+    for operation in ("read_bytes", "write_bytes_atomic", "list", "exists", "delete"):
+        real = getattr(lake.storage, operation)
+
+        def counted(path, *args, _real=real, _operation=operation, **kwargs):
+            calls.append((_operation, path))
+            return _real(path, *args, **kwargs)
+
+        monkeypatch.setattr(lake.storage, operation, counted)
+    return calls
+
+
+def what_is(lake: RawLake, table: str, batch_id: str, path: str) -> str:
+    """What a storage path is, as the commit's cost is told: its own batch or another one."""
+    named = {
+        lake.index_path(table): "index",
+        lake.readers_index_path(table): "readers' list",
+        lake.watermark_path(table): "watermark",
+        lake.manifest_path(table, batch_id): "own manifest",
+    }
+    if path in named:
+        return named[path]
+    own = path.startswith(lake.batch_dir(table, batch_id))
+    if path.endswith(f"/{MANIFEST}"):
+        return "own manifest" if own else "another batch's manifest"
+    return "own batch folder or file" if own else f"other: {path}"
+
+
+def add_copies_of_the_newest_batch(lake: RawLake, table: str, copies: int) -> None:
+    """More committed batches, cheaply: the newest batch's files under new (old) intervals, each
+    committed as an extraction commits."""
+    newest = lake.read_manifest(table, lake.index(table).visible()[-1])
+    source_dir = Path(lake.batch_dir(table, newest["batch_id"]))
+    first = datetime(2001, 1, 1, tzinfo=UTC) + timedelta(hours=len(lake.index(table).batches))
+    for i in range(copies):
+        start = first + timedelta(hours=i)
+        batch_id = batch_id_for(start, start + timedelta(hours=1))
+        target = Path(lake.batch_dir(table, batch_id))
+        target.mkdir(parents=True)
+        for entry in newest["files"]:
+            shutil.copy2(source_dir / entry["path"], target / entry["path"])
+        lake.commit(newest | {"batch_id": batch_id})
+
+
+def test_a_commits_reads_and_writes_do_not_grow_with_the_batches_it_joins(
+    many_batches, tmp_path, monkeypatch
+):
+    """An extraction's commit updates the index from the previous index alone: at 4, 12 and 36
+    committed batches it makes the same reads and writes, reads no other batch's manifest, reads
+    the index once and writes the index and the readers' list once each."""
     folder, source, _ = many_batches
     lake = copy_of(folder, tmp_path)
-    before = lake.index("orders").visible()
-    assert len(before) == 4
-    for batch_id in before:
-        Path(lake.manifest_path("orders", batch_id)).unlink()
     now = datetime.now(UTC)
-    (new,) = extract_all(source, lake, now, now + timedelta(seconds=1), tables=["orders"]).values()
-    index = lake.index("orders")
-    assert index.visible() == [*before, new["batch_id"]] and index.generation == 5
-    listed = lake.readers_files("orders")
-    assert listed == set(lake.committed_files("orders")) and len(listed) == 5
-    assert all(Path(p).exists() for p in listed)
+    costs = {}
+    for step, batches in enumerate((4, 12, 36)):
+        add_copies_of_the_newest_batch(lake, "orders", batches - len(lake.index("orders").batches))
+        before = lake.index("orders")
+        with monkeypatch.context() as patch:
+            calls = counted_storage_calls(lake, patch)
+            start = now + timedelta(seconds=step)
+            (new,) = extract_all(
+                source, lake, start, start + timedelta(seconds=1), tables=["orders"]
+            ).values()
+        costs[batches] = sorted(
+            Counter((op, what_is(lake, "orders", new["batch_id"], path)) for op, path in calls).items()
+        )
+        index = lake.index("orders")
+        assert index.visible() == sorted([*before.visible(), new["batch_id"]])
+        assert index.generation == before.generation + 1
+        assert lake.readers_files("orders") == set(lake.committed_files("orders"))
+    assert costs[4] == costs[12] == costs[36], costs
+    cost = dict(costs[4])
+    assert not [k for k in cost if "another" in k[1] or k[1].startswith("other")], cost
+    assert cost[("read_bytes", "index")] == 1
+    assert cost[("write_bytes_atomic", "index")] == cost[("write_bytes_atomic", "readers' list")] == 1
+    assert cost[("write_bytes_atomic", "own manifest")] == 1
 
 
 def test_an_index_is_built_once_from_the_manifests_of_an_older_lake(many_batches, tmp_path):
@@ -227,9 +291,14 @@ def test_compaction_and_extraction_commits_at_the_same_time_lose_nothing(
 
     monkeypatch.setattr(compaction, "_write_compacted", write_then_wait)
     outcome: dict = {}
-    worker = threading.Thread(
-        target=lambda: outcome.update(result=compact_table(lake, rule_for(CONTRACT, "orders")))
-    )
+
+    def compact():
+        try:
+            outcome["result"] = compact_table(lake, rule_for(CONTRACT, "orders"))
+        except BaseException as exc:  # any error of the thread is the test's, reported below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=compact)
     worker.start()
     try:
         assert merged.wait(120)
@@ -249,6 +318,7 @@ def test_compaction_and_extraction_commits_at_the_same_time_lose_nothing(
     finally:
         go_on.set()
         worker.join(120)
+    assert not worker.is_alive() and "error" not in outcome, outcome.get("error")
     result = outcome["result"]
     if meanwhile == "a new batch":
         assert len(calls) == 1

@@ -99,14 +99,28 @@ def consumer_running(env: dict):
     handler = build_handler(settings, watch=False)
     consumer = StreamConsumer(handler, settings, RecommendationsLake.from_settings(settings.platform))
     consumer.open_shards()
-    stop = threading.Event()
-    thread = threading.Thread(target=consumer.run, args=(stop,))
+    stop, failed = threading.Event(), []
+    thread = threading.Thread(target=collecting(consumer.run, failed), args=(stop,))
     thread.start()
     try:
         yield consumer
     finally:
         stop.set()
         thread.join()
+        if failed:  # the cause of whatever the test saw (a timeout, missing outputs)
+            raise AssertionError("the consumer thread failed") from failed[0]
+
+
+def collecting(target, failed: list):
+    """``target`` for a thread, keeping any exception it raises (not only AssertionError) in ``failed``."""
+
+    def run(*args):
+        try:
+            target(*args)
+        except BaseException as exc:
+            failed.append(exc)
+
+    return run
 
 
 def wait_for(condition, timeout: float = 30.0) -> None:
@@ -193,8 +207,10 @@ def _consumer_process(env: dict, *args: str) -> subprocess.Popen:
 @pytest.mark.slow
 def test_a_consumer_killed_at_random_points_loses_and_duplicates_no_output(kinesis, model_v1, streams):
     client = kinesis.client()
-    stop, sent = threading.Event(), []
-    producer = threading.Thread(target=_producer, args=(client, streams["RETAIL_EVENTS_STREAM"], stop, sent))
+    stop, sent, failed = threading.Event(), [], []
+    producer = threading.Thread(
+        target=collecting(_producer, failed), args=(client, streams["RETAIL_EVENTS_STREAM"], stop, sent)
+    )
     producer.start()
     rng, progress, lake = random.Random(42), [], streams["RETAIL_LAKE_URI"]
     try:
@@ -210,6 +226,7 @@ def test_a_consumer_killed_at_random_points_loses_and_duplicates_no_output(kines
     finally:
         stop.set()
         producer.join()
+    assert failed == [], "the producer failed"
     final = _consumer_process(streams, "--until-idle", "2")
     assert final.wait(120) == 0
 
@@ -257,10 +274,9 @@ def _kinesis_event(client, stream: str) -> dict:
 def test_the_lambda_handler_answers_a_batch_and_reports_partial_failures(
     kinesis, model_v1, streams, monkeypatch
 ):
-    from retail_platform.serving import lambda_handler
+    import boto3  # the same moto server plays S3 for the lake
 
-    s3 = kinesis.client().meta  # the same moto server plays S3 for the lake
-    import boto3
+    from retail_platform.serving import lambda_handler
 
     bucket = f"lake-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=kinesis.endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
@@ -269,7 +285,6 @@ def test_the_lambda_handler_answers_a_batch_and_reports_partial_failures(
     monkeypatch.setenv("RETAIL_LAKE_URI", f"s3://{bucket}/lake")
     monkeypatch.setenv("RETAIL_S3_ENDPOINT_URL", kinesis.endpoint)
     monkeypatch.setattr(lambda_handler, "_RUNTIME", None)
-    assert s3 is not None
     lambda_handler.runtime()  # a warm container: its cold start is not part of these events' budget
 
     client = kinesis.client()
@@ -293,6 +308,76 @@ def test_the_lambda_handler_answers_a_batch_and_reports_partial_failures(
     client.delete_stream(StreamName=streams["RETAIL_RECOMMENDATIONS_STREAM"])
     first = batch["Records"][0]["kinesis"]["sequenceNumber"]
     assert lambda_handler.handler(batch) == {"batchItemFailures": [{"itemIdentifier": first}]}
+    monkeypatch.setattr(lambda_handler, "_RUNTIME", None)
+
+
+def refuse_records(client, partition_keys: set[str]) -> None:
+    """Kinesis's partial answer to PutRecords when a shard is over its limits: the refused records
+    are not stored and carry an ErrorCode in the answer, the others are stored. moto never
+    throttles, so the client's own event hooks hold those records back and report them refused."""
+
+    def hold_back(params, context, **_):
+        records = params["Records"]
+        context["refused_at"] = [i for i, r in enumerate(records) if r["PartitionKey"] in partition_keys]
+        params["Records"] = [r for r in records if r["PartitionKey"] not in partition_keys]
+
+    def report(parsed, context, **_):
+        for i in context["refused_at"]:
+            parsed["Records"].insert(
+                i,
+                {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "Rate exceeded"},
+            )
+        parsed["FailedRecordCount"] = parsed.get("FailedRecordCount", 0) + len(context["refused_at"])
+
+    client.meta.events.register("before-parameter-build.kinesis.PutRecords", hold_back, unique_id="hold")
+    client.meta.events.register("after-call.kinesis.PutRecords", report, unique_id="refuse")
+
+
+def stop_refusing(client) -> None:
+    client.meta.events.unregister("before-parameter-build.kinesis.PutRecords", unique_id="hold")
+    client.meta.events.unregister("after-call.kinesis.PutRecords", unique_id="refuse")
+
+
+def test_the_lambda_handler_retried_from_the_first_refused_record_keeps_each_record_once(
+    kinesis, model_v1, streams, monkeypatch, tmp_path
+):
+    """The recommendations stream refuses the batch from its k-th record on: the answer names that
+    record, the lake holds exactly the records before it (a dead letter among them), and Lambda's
+    retry from there completes the lake with no record twice."""
+    from retail_platform.lake.storage import LakeStorage
+    from retail_platform.serving import lambda_handler
+    from retail_platform.serving.lake_sink import RecommendationsLake
+    from retail_platform.serving.stream import put_all
+
+    for name, value in streams.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(lambda_handler, "_RUNTIME", None)
+    rt = lambda_handler.runtime()
+    client = kinesis.client()
+    payloads = [encode(event(100 + 3 * i, session_id=f"p-{i}")) for i in range(6)]
+    payloads.insert(2, b"not json")
+    put_all(client, streams["RETAIL_EVENTS_STREAM"], [("one-shard", p) for p in payloads])
+    records = _kinesis_event(client, streams["RETAIL_EVENTS_STREAM"])["Records"]
+    assert [base64.b64decode(r["kinesis"]["data"]) for r in records] == payloads
+    sessions = [json.loads(p)["session_id"] if p != b"not json" else None for p in payloads]
+    event_ids = [f"{streams['RETAIL_EVENTS_STREAM']}:{r['eventID']}" for r in records]
+
+    def in_lake(root) -> list[str]:
+        kept = read_lake(root, "recommendations") + read_lake(root, "recommendations_dead_letter")
+        return sorted(r["event_id"] for r in kept)
+
+    for k in (1, 3, 6):
+        root = tmp_path / f"lake-{k}"
+        rt.lake = RecommendationsLake(LakeStorage.from_uri(str(root)))
+        refuse_records(rt.client, {s for s in sessions[k:] if s is not None})
+        try:
+            answer = lambda_handler.handler({"Records": records})
+        finally:
+            stop_refusing(rt.client)
+        assert answer == {"batchItemFailures": [{"itemIdentifier": records[k]["kinesis"]["sequenceNumber"]}]}
+        assert in_lake(root) == sorted(event_ids[:k]), f"k={k}: the lake holds the records before it"
+        assert lambda_handler.handler({"Records": records[k:]}) == {"batchItemFailures": []}
+        assert in_lake(root) == sorted(event_ids), f"k={k}: after the retry, every record once"
     monkeypatch.setattr(lambda_handler, "_RUNTIME", None)
 
 

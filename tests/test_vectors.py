@@ -228,15 +228,21 @@ def test_a_kill_during_publish_leaves_the_current_version_serving(conninfo, tmp_
 
 
 def test_every_switch_is_announced_with_notify(conninfo):
+    """A serving process reloads on the NOTIFY of any switch: publish, a popular list alone, a
+    rollback and a switch to a loaded version. Each is heard once, naming the state it made."""
     import psycopg
 
     store.ensure_schema(conninfo)
     with psycopg.connect(conninfo, autocommit=True) as listener:
         listener.execute(f"listen {store.CHANNEL}")
-        store.publish(conninfo, payload("v1", 1.0), popular("b1"))
+        store.publish(conninfo, payload("v1", 1.0, users=100), popular("b1"))
+        store.publish(conninfo, payload("v2", 2.0, users=100))
         store.publish_popular(conninfo, popular("b2"))
-        notes = [n.payload for n in listener.notifies(timeout=5, stop_after=2)]
-    assert notes == ["v1 b1", "v1 b2"]
+        store.rollback(conninfo)
+        store.switch_to(conninfo, "v2")
+        notes = [n.payload for n in listener.notifies(timeout=5, stop_after=5)]
+        extra = [n.payload for n in listener.notifies(timeout=0.5, stop_after=1)]
+    assert notes == ["v1 b1", "v2 b1", "v2 b2", "v1 b2", "v2 b2"] and extra == []
 
 
 def test_prune_drops_old_versions_but_never_current_or_previous(conninfo):
