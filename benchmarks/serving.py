@@ -9,6 +9,13 @@ own state folder; the API and the consumer load it from there, as in production.
 is open-loop (aiohttp): request i is due at i/rate seconds whatever the answers do, and its latency
 runs from when it was due, so a slow server cannot slow the load down and hide its own queueing.
 It runs on the same machine as the server.
+
+    ./platform python benchmarks/serving.py --shedding [--seconds 10] [--rates 200,400,...]
+
+Shedding before the queue: the load generator pinned to one core and the API to the other
+(taskset); the rate one worker sustains at p99 <= 50 ms, then three times that rate with no
+limits, and with the server's shedding (``retail_platform.serving.server``) on 1 and 2 workers.
+A 503 with Retry-After counts as an answer (a refusal at the door); a time-out never does.
 """
 
 from __future__ import annotations
@@ -144,15 +151,16 @@ async def open_loop(
     seconds: float,
     path: str = "/v1/recommendations",
     parse: bool = True,
+    timeout_s: float = 10.0,
 ) -> dict:
     import aiohttp
 
     n = int(rate * seconds)
     loop = asyncio.get_running_loop()
     headers = {"X-API-Key": API_KEY, "Content-Type": "application/json"}
-    latencies, reasons, errors = [], Counter(), Counter()
+    latencies, refused, reasons, errors = [], [], Counter(), Counter()
     connector = aiohttp.TCPConnector(limit=256)
-    timeout = aiohttp.ClientTimeout(total=10)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def one(i: int, due: float):
@@ -163,10 +171,14 @@ async def open_loop(
                     f"{url}{path}", data=bodies[i % len(bodies)], headers=stamped
                 ) as response:
                     body = await response.read()
+                    took = (loop.time() - due) * 1000
+                    if response.status == 503 and response.headers.get("Retry-After"):
+                        refused.append(took)  # shed at the door: an answer, not a failure
+                        return
                     if response.status != 200:
                         errors[response.status] += 1
                         return
-                    latencies.append((loop.time() - due) * 1000)
+                    latencies.append(took)
                     if parse:
                         reasons[json.loads(body)["fallback_reason"] or "model"] += 1
             except Exception as exc:  # counted, not raised: the run goes on
@@ -182,24 +194,41 @@ async def open_loop(
             tasks.append(asyncio.create_task(one(i, due)))
         await asyncio.gather(*tasks)
     within = sum(1 for v in latencies if v <= 1000)
-    return {"sent": n, "latencies": latencies, "reasons": reasons, "errors": errors, "within_1s": within}
+    refused_within = sum(1 for v in refused if v <= 1000)
+    return {
+        "sent": n,
+        "latencies": latencies,
+        "refused": refused,
+        "reasons": reasons,
+        "errors": errors,
+        "within_1s": within,
+        "answered_within_1s": within + refused_within,
+    }
 
 
 def report_load(title: str, result: dict) -> None:
     share = result["within_1s"] / result["sent"] * 100
     reasons = ", ".join(f"{k} {v}" for k, v in result["reasons"].most_common()) or "-"
     errors = ", ".join(f"{k} {v}" for k, v in result["errors"].items()) or "none"
+    refused = result.get("refused") or []
+    shed = ""
+    if refused:
+        answered = result["answered_within_1s"] / result["sent"] * 100
+        shed = f"; 503 + Retry-After {len(refused):,} ({percentiles(refused)}); any answer within 1 s {answered:.1f}%"
     print(
-        f"{title}: {percentiles(result['latencies'])}; {share:.1f}% answered within 1 s; answers: {reasons}; errors: {errors}"
+        f"{title}: {percentiles(result['latencies'])}; {share:.1f}% answered (200) within 1 s; "
+        f"answers: {reasons}{shed}; errors: {errors}"
     )
 
 
-def start_api(env: dict, port: int, log: Path) -> subprocess.Popen:
+def start_api(env: dict, port: int, log: Path, cpus: str | None = None) -> subprocess.Popen:
+    """``retail api`` on ``port``; ``cpus``: pinned there with taskset (its workers too)."""
     from retail_platform.sandbox.serving import wait_ready
 
+    pin = ["taskset", "-c", cpus] if cpus else []
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "retail_platform.cli", "api", "--port", str(port)],
+            [*pin, sys.executable, "-m", "retail_platform.cli", "api", "--port", str(port)],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -329,7 +358,83 @@ def start_consumer(env: dict, log: Path) -> subprocess.Popen:
     return process
 
 
+# ---------------------------------------------------------------------- shedding before the queue
+NO_LIMITS = {"RETAIL_API_LIMIT_CONCURRENCY": "1000000", "RETAIL_API_BACKLOG": "2048"}
+
+
+def pin_cores() -> tuple[str | None, str | None]:
+    """(load generator's core, server's cores): one each when the machine has two or more."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return None, None
+    os.sched_setaffinity(0, {cores[0]})  # this process generates the load
+    return str(cores[0]), ",".join(str(c) for c in cores[1:])
+
+
+def with_api(env: dict, logs: Path, name: str, cpus: str | None, run):
+    from retail_platform.sandbox.processes import free_port
+
+    port = free_port()
+    api = start_api(env, port, logs / f"bench-api-{name}.log", cpus)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        asyncio.run(open_loop(url, BODIES, 50, 2))  # warm up
+        return run(url)
+    finally:
+        api.terminate()
+        api.wait()
+
+
+def sustained_rate(env: dict, logs: Path, cpus, rates: list[float], seconds: float) -> float:
+    """The highest of ``rates`` one worker answers with p99 <= 50 ms, every request answered by 200."""
+
+    def run(url):
+        best = rates[0]
+        for rate in rates:
+            result = asyncio.run(open_loop(url, BODIES, rate, seconds))
+            report_load(f"  one worker, {rate:.0f} req/s for {seconds:.0f} s", result)
+            p99 = np.percentile(result["latencies"], 99) if result["latencies"] else float("inf")
+            if p99 > 50 or result["errors"] or result["refused"] or len(result["latencies"]) < result["sent"]:
+                break
+            best = rate
+        return best
+
+    return with_api(env | {"RETAIL_API_WORKERS": "1"} | NO_LIMITS, logs, "capacity", cpus, run)
+
+
+def shedding(
+    env: dict, logs: Path, rates: list[float], seconds: float, timeout_s: float, only_defaults: bool = False
+) -> None:
+    """The rate one worker sustains (p99 <= 50 ms), then three times that without limits and with the
+    server's shedding (1 and 2 workers), the server pinned to its own core(s), the load to another."""
+    load_cpu, server_cpus = pin_cores()
+    print(f"shedding: load generator on core {load_cpu}, server on core(s) {server_cpus} (taskset)")
+    sustained = sustained_rate(env, logs, server_cpus, rates, seconds)
+    over = sustained * 3
+    print(f"one worker sustains {sustained:.0f} req/s at p99 <= 50 ms; overload: {over:.0f} req/s")
+    runs = [
+        ("uvicorn limits off, 1 worker", {"RETAIL_API_WORKERS": "1"} | NO_LIMITS),
+        ("defaults, 1 worker", {"RETAIL_API_WORKERS": "1"}),
+        ("defaults, 2 workers", {"RETAIL_API_WORKERS": "2"}),
+        ("limit 64 connections, 1 worker", {"RETAIL_API_WORKERS": "1", "RETAIL_API_LIMIT_CONCURRENCY": "64"}),
+    ]
+    if only_defaults:
+        runs = runs[1:2]
+    for title, extra in runs:
+
+        def run(url, title=title):
+            result = asyncio.run(open_loop(url, BODIES, over, seconds * 2, timeout_s=timeout_s))
+            report_load(
+                f"  {title}, {over:.0f} req/s for {seconds * 2:.0f} s (timeout {timeout_s:g} s)", result
+            )
+
+        with_api(env | extra, logs, f"overload-{runs.index((title, extra))}", server_cpus, run)
+
+
 # ---------------------------------------------------------------------- the run
+BODIES: list[bytes] = []
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--state-dir", default=str(ROOT / ".state" / "bench-serving"))
@@ -337,6 +442,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the main API run")
     parser.add_argument("--stream-rate", type=float, default=100.0, help="events a second on the stream")
     parser.add_argument("--handler-only", action="store_true", help="only the in-process handler figures")
+    parser.add_argument(
+        "--shedding", action="store_true", help="only the overload runs: capacity, then 3x it, pinned"
+    )
+    parser.add_argument(
+        "--rates", default="200,400,600,800,1000,1200,1400", help="--shedding: rates tried for capacity"
+    )
+    parser.add_argument("--timeout", type=float, default=5.0, help="--shedding: the client's timeout (s)")
+    parser.add_argument("--smoke", action="store_true", help="--shedding: only the defaults on one worker")
     args = parser.parse_args()
     os.environ["RETAIL_STATE_DIR"] = str(Path(args.state_dir).resolve())
     from retail_platform.sandbox.kinesis import LocalKinesis
@@ -349,11 +462,10 @@ def main() -> int:
     state = Path(os.environ["RETAIL_STATE_DIR"])
     logs = state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    postgres, kinesis = (
-        LocalPostgres.from_settings().ensure_running(),
-        LocalKinesis.from_settings().ensure_running(),
-    )
-    env = dict(os.environ) | postgres.connection_env() | kinesis.connection_env()
+    postgres = LocalPostgres.from_settings().ensure_running()
+    # The overload runs need no stream: no Kinesis for them.
+    kinesis = None if args.shedding else LocalKinesis.from_settings().ensure_running()
+    env = dict(os.environ) | postgres.connection_env() | (kinesis.connection_env() if kinesis else {})
     env |= {
         "RETAIL_API_KEYS": f"bench:{API_KEY}",
         "RETAIL_LAKE_URI": str(state / "lake"),
@@ -372,6 +484,15 @@ def main() -> int:
         f"published {CUSTOMERS:,} customers x {PRODUCTS:,} products in {time.perf_counter() - started:.1f} s"
     )
     bodies = events(list(payload.product_codes), 20_000)
+    BODIES[:] = bodies
+    if args.shedding:
+        try:
+            rates = [float(r) for r in args.rates.split(",")]
+            shedding(env, logs, rates, args.seconds, args.timeout, only_defaults=args.smoke)
+        finally:
+            postgres.stop()
+        print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (2 cores)")
+        return 0
 
     bench_handler(payload, bodies)
     if args.handler_only:

@@ -26,7 +26,17 @@ class CountryEncoder:
         return self.by_country.get((features.country or "").casefold(), self.default)
 
 
-def make_model(version: str = "v1", *, users: int = 50, seed: int = 1, products=PRODUCTS) -> ModelVersion:
+LINES = ("Classic Cars", "Motorcycles", "Planes")
+
+
+def line_of(code: str) -> str:
+    """The product line the test catalogue gives each product (in turn)."""
+    return LINES[PRODUCTS.index(code) % len(LINES)] if code in PRODUCTS else "Ships"
+
+
+def make_model(
+    version: str = "v1", *, users: int = 50, seed: int = 1, products=PRODUCTS, from_features=()
+) -> ModelVersion:
     rng = np.random.default_rng(seed)
     customers = np.arange(100, 100 + users * 3, 3, dtype=np.int64)
     user_vectors = rng.normal(size=(users, DIMENSIONS)).astype(np.float32)
@@ -35,7 +45,16 @@ def make_model(version: str = "v1", *, users: int = 50, seed: int = 1, products=
         {"usa": rng.normal(size=DIMENSIONS).astype(np.float32)},
         rng.normal(size=DIMENSIONS).astype(np.float32),
     )
-    return ModelVersion(version, customers, user_vectors, tuple(products), item_vectors, encoder)
+    return ModelVersion(
+        version,
+        customers,
+        user_vectors,
+        tuple(products),
+        item_vectors,
+        encoder,
+        product_lines={code: line_of(code) for code in products},
+        from_features=frozenset(from_features),
+    )
 
 
 def make_popular(build_id: str = "p1", codes=PRODUCTS[:15]) -> PopularList:
@@ -62,7 +81,8 @@ def encode(doc) -> bytes:
     return json.dumps(doc).encode()
 
 
-# Every kind of malformed event: (raw payload, kind, part of the reason).
+OVERSIZED = encode(event(notes="x" * 40_000))
+# Every kind of malformed event: (raw payload, kind, part of the reason: the field and the value quoted).
 MALFORMED = [
     (b'{"session_id": "s", "customer_number": 1', DeadLetterKind.BAD_JSON, "Invalid JSON"),
     (b"\xff\xfe not utf-8", DeadLetterKind.BAD_JSON, "Invalid JSON"),
@@ -71,19 +91,50 @@ MALFORMED = [
         DeadLetterKind.MISSING_FIELD,
         "session_id",
     ),
-    (encode(event(customer_number="100")), DeadLetterKind.WRONG_TYPE, "customer_number"),
+    (
+        encode(event(customer_number="100")),
+        DeadLetterKind.WRONG_TYPE,
+        "customer_number: Input should be a valid integer, got '100'",
+    ),
     (
         encode(
             event(browse_history=[{"product_code": PRODUCTS[0], "quantity": 1, "in_shopping_cart": True}])
         ),
         DeadLetterKind.WRONG_TYPE,
-        "browse_history[0].quantity",
+        "browse_history[0].quantity: Input should be a valid string, got 1",
     ),
-    (encode(event(browse=[("NO_SUCH", 1, True)])), DeadLetterKind.UNKNOWN_PRODUCT, "product NO_SUCH"),
-    (encode(event(browse=[(PRODUCTS[0], 0, True)])), DeadLetterKind.ABSURD_QUANTITY, "outside 1..1000"),
-    (encode(event(browse=[(PRODUCTS[0], 5000, False)])), DeadLetterKind.ABSURD_QUANTITY, "quantity 5000"),
-    (encode(event(notes="x" * 40_000)), DeadLetterKind.OVERSIZED, "over 32,768"),
-    (b"[1, 2]", DeadLetterKind.WRONG_TYPE, "event: Input should be an object"),
+    (
+        encode(event(browse=[(PRODUCTS[0], "1x", True)])),
+        DeadLetterKind.WRONG_TYPE,
+        "browse_history[0].quantity: quantity must be a string of digits, got '1x'",
+    ),
+    (
+        encode(event(browse=[(PRODUCTS[0], 0, True)])),
+        DeadLetterKind.ABSURD_QUANTITY,
+        "quantity '0' is outside 1..1000",
+    ),
+    (
+        encode(event(browse=[(PRODUCTS[0], 5000, False)])),
+        DeadLetterKind.ABSURD_QUANTITY,
+        "quantity '5000' is outside 1..1000",
+    ),
+    (OVERSIZED, DeadLetterKind.OVERSIZED, f"event of {len(OVERSIZED):,} bytes is over 32,768"),
+    (b"[1, 2]", DeadLetterKind.WRONG_TYPE, "event: Input should be an object, got a list of 2 entries"),
+    (
+        encode(event()).replace(b"59811", b"NaN"),
+        DeadLetterKind.WRONG_TYPE,
+        "credit_limit: credit_limit is NaN, not a number",
+    ),
+    (
+        encode(event()).replace(b"59811", b"Infinity"),
+        DeadLetterKind.WRONG_TYPE,
+        "credit_limit: credit_limit is Infinity, not a number",
+    ),
+    (
+        encode(event(city="c" * 300)),
+        DeadLetterKind.WRONG_TYPE,
+        "city: String should have at most 100 characters, got '" + "c" * 59 + "... (302 characters)",
+    ),
 ]
 
 

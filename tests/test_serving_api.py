@@ -6,12 +6,16 @@ shed to the fallback, and a fuzz of the whole API from its own OpenAPI descripti
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -60,6 +64,9 @@ def api_env(tmp_path_factory, vector_db):
         "RETAIL_SERVING_MAX_IN_FLIGHT": "8",
         "RETAIL_SERVING_DEADLINE_MS": str(DEADLINE_MS),
         "RETAIL_LAKE_FLUSH_S": "0.5",
+        # One process: these tests check what one process guarantees (each switch seen once, in
+        # order); two workers each reload on their own (test_two_workers_each_answer_from_the_store).
+        "RETAIL_API_WORKERS": "1",
     }
 
 
@@ -159,8 +166,16 @@ def test_known_and_new_customers_get_model_answers(api, store):
     assert len(similar["similar_items"]) == 3 and CART not in [i["id"] for i in similar["similar_items"]]
     assert httpx.get(f"{api.url}/v1/products/NOPE/similar", headers=HEADERS).status_code == 404
 
-    refused = recommend(api.url, event(100, browse=[("NOPE", 1, True)]))
-    assert refused.status_code == 422 and refused.json()["kind"] == "unknown_product"
+    # A product the catalogue does not know is a fact about the catalogue: answered, by the model,
+    # from the rest of the event, and named in the record.
+    unknown = recommend(api.url, event(100, browse=[(CART, 1, False), ("NOPE", 1, True)]))
+    body = unknown.json()
+    assert unknown.status_code == 200 and (body["fallback"], body["unknown_products"]) == (False, ["NOPE"])
+    assert body["similar_items"]["product_code"] == CART and body["similar_items"]["source"] == "model"
+    refused = recommend(api.url, event(100, browse=[(CART, "NaN", True)]))
+    assert refused.status_code == 422 and refused.json()["reason"] == (
+        "browse_history[0].quantity: quantity must be a string of digits, got 'NaN'"
+    )
     metrics = httpx.get(f"{api.url}/metrics").text
     assert f'retail_model_info{{popular_build="popular_1",version="{v1.version}"}} 1.0' in metrics
     assert 'retail_recommendations_total{fallback_reason="none",origin="api"}' in metrics
@@ -212,6 +227,9 @@ def test_the_store_killed_mid_load_and_a_cold_start_without_it(api, store, api_e
         assert len(served) > len(load.answers) / 2, "the version in memory keeps answering"
         assert all(body["timings"]["total_ms"] < DEADLINE_MS for body in served)
         assert ready["store_circuit"] in ("open", "half_open") and ready["last_error"]
+        where = urlsplit(os.environ["AIRFLOW_CONN_RETAIL_VECTORS"])
+        for secret in (where.hostname, str(where.port), where.username, where.password):
+            assert not secret or secret not in json.dumps(ready), f"/ready shows {secret!r}"
         assert cold_ready["model_version"] is None and cold_ready["popular_build"] == ready["popular_build"]
         assert (cold_answer["fallback"], cold_answer["fallback_reason"]) == (True, FallbackReason.NO_MODEL)
         popular = [c for c in PRODUCTS[:15] if c != CART][:10]
@@ -228,7 +246,8 @@ def test_the_store_killed_mid_load_and_a_cold_start_without_it(api, store, api_e
 def test_an_overload_beyond_capacity_is_shed_to_the_fallback_within_the_deadline(store, api_env, tmp_path):
     """A server whose budget (25 ms) a burst of 300 requests at once exceeds: each request carries the
     time it was sent (``X-Request-Start``), so time queued in the server counts; none waits past its
-    budget for the model, the rest are answered at once from the popular list."""
+    budget for the model, the rest are answered at once from the popular list, or, when the budget
+    was spent before the app saw them, refused at once with 503 and Retry-After."""
     budget_ms = 25
     server = ApiProcess(api_env | {"RETAIL_SERVING_DEADLINE_MS": str(budget_ms)}, tmp_path / "small.log")
     server.wait_ready()
@@ -244,7 +263,7 @@ def test_an_overload_beyond_capacity_is_shed_to_the_fallback_within_the_deadline
                 response = await client.post(
                     f"{server.url}/v1/recommendations", json=event(100), headers=headers
                 )
-                return response.status_code, response.json()
+                return response.status_code, response.json(), response.headers
 
             return await asyncio.gather(*(one() for _ in range(n)))
 
@@ -252,14 +271,118 @@ def test_an_overload_beyond_capacity_is_shed_to_the_fallback_within_the_deadline
         answers = asyncio.run(burst(300))
     finally:
         server.stop()
-    assert all(status == 200 for status, _ in answers)
-    shed = [body for _, body in answers if body["fallback"]]
-    assert shed and {b["fallback_reason"] for b in shed} <= {
-        FallbackReason.DEADLINE,
-        FallbackReason.OVERLOADED,
-    }
-    model = [body for _, body in answers if not body["fallback"]]
+    assert {status for status, _, _ in answers} <= {200, 503}
+    refused = [headers for status, _, headers in answers if status == 503]
+    assert all(h["retry-after"] == "1" for h in refused)
+    shed = [body for status, body, _ in answers if status == 200 and body["fallback"]]
+    assert shed or refused
+    assert {b["fallback_reason"] for b in shed} <= {FallbackReason.DEADLINE, FallbackReason.OVERLOADED}
+    model = [body for status, body, _ in answers if status == 200 and not body["fallback"]]
     assert all(body["timings"]["total_ms"] < budget_ms for body in model), "no model answer past its budget"
+
+
+def test_a_burst_past_the_servers_limit_is_answered_in_time_or_refused_with_retry_after(
+    store, api_env, tmp_path
+):
+    """Shedding before the queue: a worker holding its limit of connections answers a request at once
+    with 503 and Retry-After (uvicorn counts every open connection, so a caller with more connections
+    than the limit may see only refusals); every other request gets its answer within the deadline
+    (or the fallback); none waits until the client gives up, and the server answers once it is over."""
+    limit = 4
+    env = api_env | {"RETAIL_API_WORKERS": "1", "RETAIL_API_LIMIT_CONCURRENCY": str(limit)}
+    server = ApiProcess(env, tmp_path / "limited.log")
+    server.wait_ready()
+
+    async def burst(n: int):
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+
+            async def one():
+                headers = HEADERS | {"X-Request-Start": f"t={time.time():.6f}"}
+                try:
+                    response = await client.post(
+                        f"{server.url}/v1/recommendations", json=event(100), headers=headers
+                    )
+                except httpx.TimeoutException as exc:
+                    return "timeout", exc, {}
+                return response.status_code, response.json(), response.headers
+
+            return await asyncio.gather(*(one() for _ in range(n)))
+
+    try:
+        answers = asyncio.run(burst(300))
+        after = recommend(server.url, event(100))  # one caller again, once the burst is over
+    finally:
+        server.stop()
+    assert {status for status, _, _ in answers} <= {200, 503}, "none times out, nothing else"
+    refused = [(body, headers) for status, body, headers in answers if status == 503]
+    assert refused, "the server's limit engaged"
+    assert all(h["retry-after"] == "1" and "overloaded" in body["detail"] for body, h in refused)
+    answered = [body for status, body, _ in answers if status == 200]
+    assert all(body["fallback"] or body["timings"]["total_ms"] < DEADLINE_MS for body in answered)
+    assert after.status_code == 200 and not after.json()["fallback"]
+
+
+def test_a_request_whose_budget_was_spent_before_it_arrived_is_refused_at_once(api):
+    """A request the proxy in front stamped a second ago (its 300 ms budget spent waiting in front of
+    this process) gets 503 and Retry-After without being read; one stamped now gets its answer."""
+    late = HEADERS | {"X-Request-Start": f"t={time.time() - 1:.6f}"}
+    response = httpx.post(f"{api.url}/v1/recommendations", json=event(100), headers=late, timeout=5)
+    assert (response.status_code, response.headers["retry-after"]) == (503, "1")
+    assert "overloaded" in response.json()["detail"]
+    now = HEADERS | {"X-Request-Start": f"t={time.time():.6f}"}
+    assert (
+        httpx.post(f"{api.url}/v1/recommendations", json=event(100), headers=now, timeout=5).status_code
+        == 200
+    )
+
+
+def test_two_workers_each_answer_from_the_store(store, api_env, tmp_path):
+    """RETAIL_API_WORKERS=2: two processes under one server, each with the version in memory."""
+    _, payloads = store
+    server = ApiProcess(api_env | {"RETAIL_API_WORKERS": "2"}, tmp_path / "two.log")
+    try:
+        server.wait_ready()  # the first worker: the second may still be loading its copy
+        deadline, streak = time.monotonic() + 60, 0
+        while streak < 20:  # a new connection each: the kernel hands them to both workers
+            assert time.monotonic() < deadline, "the workers did not all answer from the model"
+            answer = recommend(server.url, event(100)).json()
+            streak = streak + 1 if answer["fallback_reason"] is None else 0
+            assert answer["model_version"] in {None} | {p.version for p in payloads.values()}
+        workers = subprocess.run(
+            ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True
+        ).stdout.split()
+    finally:
+        server.stop()
+    assert len(workers) >= 2, "two worker processes (and uvicorn's own helper, if any)"
+
+
+def test_a_body_over_the_limit_is_refused_with_its_real_size(api):
+    response = httpx.post(
+        f"{api.url}/v1/recommendations", content=b"x" * (10 * 1024 * 1024), headers=HEADERS, timeout=30
+    )
+    assert response.status_code == 422
+    assert response.json()["reason"] == "event of 10,485,760 bytes is over 32,768"
+
+
+def test_the_in_flight_gauge_counts_recommendations_not_the_metrics_request(api):
+    for _ in range(3):  # each worker's gauge, whichever answers
+        metrics = httpx.get(f"{api.url}/metrics").text
+        assert "retail_requests_in_flight 0.0" in metrics.splitlines()
+
+
+def test_a_short_api_key_stops_start_up_with_one_line_naming_the_setting(api_env):
+    result = subprocess.run(
+        [sys.executable, "-m", "retail_platform.cli", "api", "--port", "9"],
+        env=os.environ | api_env | {"RETAIL_API_KEYS": "shop:short"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "retail api: RETAIL_API_KEYS: API keys of shop are shorter than 16 characters"
+    ]
 
 
 # ---------------------------------------------------------------------- fuzzing
@@ -281,3 +404,22 @@ def test_the_api_fuzzed_from_its_own_openapi_never_answers_500(api):
             assert case.call(base_url=api.url).status_code < 500
 
         fuzz()
+
+
+# ---------------------------------------------------------------------- the benchmark, so it cannot rot
+def test_the_shedding_benchmark_runs(state_dir):
+    """benchmarks/serving.py --shedding at a toy rate for a second: it finds a sustained rate, runs the
+    overload with the default shedding and reports each request as answered, refused or failed."""
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "serving.py"
+    command = [sys.executable, str(bench), "--shedding", "--smoke", "--seconds", "1", "--rates", "30"]
+    result = subprocess.run(
+        [*command, "--state-dir", str(state_dir / "bench-serving")],
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "one worker sustains 30 req/s at p99 <= 50 ms; overload: 90 req/s" in result.stdout
+    report = next(line for line in result.stdout.splitlines() if "defaults, 1 worker, 90 req/s" in line)
+    assert "answered (200) within 1 s" in report and "errors: " in report

@@ -30,7 +30,7 @@
 
 {% macro unload_ml_companions_statements(location) %}
     {%- set statements = [] -%}
-    {%- for model in ['fct_customer_product_interactions', 'fct_popular_products_7d'] -%}
+    {%- for model in ['fct_customer_product_interactions', 'fct_popular_products_7d', 'dim_products'] -%}
         {%- set query = 'select * from ' ~ ref(model) -%}
         {%- do statements.append(
             "unload ('" ~ query | replace("'", "''") ~ "') to '" ~ location ~ "/" ~ model ~ "/part-'"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -34,6 +35,7 @@ from retail_platform.serving.events import DeadLetterKind, ShopperEvent
 from retail_platform.serving.handler import Handler, InFlightLimit
 from retail_platform.serving.lake_sink import BufferedLakeWriter
 from retail_platform.serving.records import Origin, OutputRecord, SimilarItem
+from retail_platform.serving.server import OVERLOADED_BODY, RETRY_AFTER_S
 from retail_platform.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
@@ -78,14 +80,17 @@ class ArrivalMiddleware:
         started, arrival = time.perf_counter(), time.time()
         arrival = _request_start(scope, arrival)
         path = scope.get("path", "")
-        admitted = self.limit.try_enter() if path == RECOMMEND_PATH else None
+        recommending = path == RECOMMEND_PATH
+        admitted = self.limit.try_enter() if recommending else None
         state = scope.setdefault("state", {})
         state["arrival"], state["admitted"] = arrival, admitted
-        metrics.IN_FLIGHT.inc()
+        if recommending:  # the gauge counts recommendation requests only (never /metrics reading itself)
+            metrics.IN_FLIGHT.inc()
         try:
             await self.app(scope, receive, send)
         finally:
-            metrics.IN_FLIGHT.dec()
+            if recommending:
+                metrics.IN_FLIGHT.dec()
             if admitted:
                 self.limit.leave()
             metrics.REQUEST_SECONDS.labels(endpoint=_endpoint_label(path)).observe(
@@ -114,27 +119,34 @@ class RecommendEndpoint:
     capacity at 500 requests a second on two cores. The FastAPI route of the same path documents it in
     the OpenAPI description and answers the same way (``answer``) should a request ever reach it."""
 
-    def __init__(self, app, answer, api_keys: ApiKeys, max_bytes: int):
+    def __init__(self, app, answer, api_keys: ApiKeys, max_bytes: int, budget_s: float):
         self.app, self.answer, self.api_keys, self.max_bytes = app, answer, api_keys, max_bytes
+        self.budget_s = budget_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] != RECOMMEND_PATH or scope["method"] != "POST":
             return await self.app(scope, receive, send)
+        if time.time() - scope["state"]["arrival"] >= self.budget_s:
+            # Its whole budget went waiting in front of this process (X-Request-Start says since when):
+            # refused at once, before the body is read, so a backlog drains instead of growing.
+            metrics.SHED.labels(why="late").inc()
+            return await _send(send, 503, OVERLOADED_BODY, ((b"retry-after", str(RETRY_AFTER_S).encode()),))
         key = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-api-key"), None)
         if self.api_keys.client_of(key) is None:
             return await _send(send, 401, UNAUTHORISED, ((b"www-authenticate", b"ApiKey"),))
-        raw = await _read_body(receive, self.max_bytes + 1)
-        if raw is not None:
-            status, body = self.answer(raw, scope["state"])
-            await _send(send, status, body)
+        body = await _read_body(receive, self.max_bytes + 1)
+        if body is not None:
+            raw, size = body
+            status, answer = self.answer(raw, scope["state"], size)
+            await _send(send, status, answer)
 
 
 UNAUTHORISED = b'{"detail": "a valid X-API-Key header is required"}'
 
 
-async def _read_body(receive, keep: int) -> bytes | None:
-    """The request body (at most ``keep`` bytes kept: a larger one is refused as oversized anyway);
-    None when the caller went away."""
+async def _read_body(receive, keep: int) -> tuple[bytes, int] | None:
+    """The request body (at most ``keep`` bytes kept: a larger one is refused as oversized anyway) and
+    its real size; None when the caller went away."""
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -145,7 +157,7 @@ async def _read_body(receive, keep: int) -> bytes | None:
             chunks.append(chunk[: keep - size])
         size += len(chunk)
         if not message.get("more_body"):
-            return b"".join(chunks)
+            return b"".join(chunks), size
 
 
 async def _send(send, status: int, body: bytes, headers: tuple = ()) -> None:
@@ -192,7 +204,13 @@ def create_app(handler: Handler, api_keys: ApiKeys, lake_writer: BufferedLakeWri
     answer = recommendation_answer(handler, lake_writer)
     _routes(app, handler, answer, client)
     max_bytes = handler.config.limits.max_bytes
-    app.add_middleware(RecommendEndpoint, answer=answer, api_keys=api_keys, max_bytes=max_bytes)
+    app.add_middleware(
+        RecommendEndpoint,
+        answer=answer,
+        api_keys=api_keys,
+        max_bytes=max_bytes,
+        budget_s=handler.config.deadline_s,
+    )
     app.add_middleware(ArrivalMiddleware, limit=handler.in_flight)  # the last added runs first
     return app
 
@@ -200,13 +218,14 @@ def create_app(handler: Handler, api_keys: ApiKeys, lake_writer: BufferedLakeWri
 def recommendation_answer(handler: Handler, lake_writer: BufferedLakeWriter | None):
     """(status, JSON body) for one event's raw bytes: the output record, or 422 with the refusal."""
 
-    def answer(raw: bytes, state: dict) -> tuple[int, bytes]:
+    def answer(raw: bytes, state: dict, size: int | None = None) -> tuple[int, bytes]:
         outcome = handler.handle(
             raw,
             event_id=f"api:{uuid.uuid4().hex}",
             arrival=state["arrival"],
             origin=Origin.API,
             admitted=state["admitted"],
+            size=size,
         )
         body = outcome.json if outcome.record is not None else None
         if lake_writer is not None:
@@ -280,7 +299,7 @@ def _routes(app: FastAPI, handler: Handler, answer, client) -> None:
             model_version=snapshot.model_version,
             popular_build=snapshot.popular_build,
             last_reload_at=status.last_reload_at.isoformat() if status.last_reload_at else None,
-            last_error=status.last_error,
+            last_error=public_error(status.last_error),
             store_circuit=str(handler.holder.breaker.state),
         )
         return JSONResponse(body.model_dump(), 200 if body.ready else 503)
@@ -290,6 +309,15 @@ def _routes(app: FastAPI, handler: Handler, answer, client) -> None:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def public_error(error: str | None) -> str | None:
+    """What /ready may show of the holder's last error: its kind, never the message (a driver's
+    message names the server's address, the user and sometimes more; the process log has it)."""
+    if error is None:
+        return None
+    kind = error.split(":", 1)[0].strip()
+    return f"{kind if kind.isidentifier() else 'error'}: the vector store could not be read (see the log)"
 
 
 def build_app(settings: ServingSettings | None = None) -> FastAPI:
@@ -309,18 +337,19 @@ def build_app(settings: ServingSettings | None = None) -> FastAPI:
 
 
 def main(argv: list[str]) -> int:
-    import uvicorn
+    from retail_platform.errors import ConfigurationError
+    from retail_platform.serving.server import serve_api
 
     parser = argparse.ArgumentParser(prog="retail api", description="the recommendation API")
     parser.add_argument("--host", default=None, help="default RETAIL_API_HOST (127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="default RETAIL_API_PORT (8600)")
+    parser.add_argument("--workers", type=int, default=None, help="default RETAIL_API_WORKERS")
     parser.add_argument("--access-log", action="store_true", help="log each request (path and status only)")
     args = parser.parse_args(argv[1:])
-    settings = ServingSettings.from_env()
-    app = build_app(settings)
-    host, port = args.host or settings.api_host, args.port or settings.api_port
-    log.info("recommendation API on http://%s:%d (docs at /docs)", host, port)
-    uvicorn.run(
-        app, host=host, port=port, access_log=args.access_log, log_level="info", timeout_graceful_shutdown=5
-    )
+    try:
+        settings = ServingSettings.from_env()
+        serve_api(settings, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log)
+    except ConfigurationError as exc:  # one line naming the setting, not a traceback
+        print(f"retail api: {exc}", file=sys.stderr)
+        return 2
     return 0

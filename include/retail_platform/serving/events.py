@@ -3,11 +3,13 @@
 An event is read once, from its raw bytes, by pydantic in strict mode: `quantity` arrives as a
 string of digits, `customer_number` as an integer, `in_shopping_cart` as a boolean; nothing is
 coerced. Fields the contract does not name are ignored (the sales platform may add some). Every
-problem gets a kind (for counting) and a reason naming the field (for the dead letter).
+problem gets a kind (for counting) and a reason naming the field and quoting the value, truncated
+(for the dead letter). Only data that is malformed is refused: an unknown product is not.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,7 +27,6 @@ class DeadLetterKind(StrEnum):
     BAD_JSON = "bad_json"
     MISSING_FIELD = "missing_field"
     WRONG_TYPE = "wrong_type"
-    UNKNOWN_PRODUCT = "unknown_product"
     ABSURD_QUANTITY = "absurd_quantity"
 
 
@@ -41,6 +42,24 @@ class EventLimits:
     max_bytes: int = 32768
     max_quantity: int = 1000
     max_browse_items: int = 200
+    max_credit_limit: float = 1e12
+
+
+QUOTE_CHARS = 60  # a dead letter quotes at most this much of the offending value
+
+
+def quote(value) -> str:
+    """The offending value as a dead letter shows it: its JSON-ish repr, truncated."""
+    text = repr(value)
+    return text if len(text) <= QUOTE_CHARS else f"{text[:QUOTE_CHARS]}... ({len(text):,} characters)"
+
+
+def _bad_number(value: float) -> str | None:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return None
 
 
 class BrowseItem(BaseModel):
@@ -50,27 +69,19 @@ class BrowseItem(BaseModel):
     quantity: str = Field(description='a whole number of units, as a string (e.g. "1")')
     in_shopping_cart: bool
 
-    @field_validator("product_code")
-    @classmethod
-    def _known_product(cls, code: str, info: ValidationInfo) -> str:
-        catalogue = (info.context or {}).get("catalogue")
-        if catalogue is not None and code not in catalogue:
-            raise PydanticCustomError(
-                "unknown_product", "product {code} is not in the catalogue", {"code": code}
-            )
-        return code
-
     @field_validator("quantity")
     @classmethod
     def _sensible_quantity(cls, quantity: str, info: ValidationInfo) -> str:
         if not DIGITS.fullmatch(quantity):
             raise PydanticCustomError(
-                "wrong_type", "quantity must be a string of digits, got {q!r}", {"q": quantity}
+                "wrong_type", "quantity must be a string of digits, got {q}", {"q": quote(quantity)}
             )
         limit = (info.context or {}).get("max_quantity", EventLimits.max_quantity)
         if not 1 <= int(quantity) <= limit:
             raise PydanticCustomError(
-                "absurd_quantity", "quantity {q} is outside 1..{limit}", {"q": quantity, "limit": limit}
+                "absurd_quantity",
+                "quantity {q} is outside 1..{limit}",
+                {"q": quote(quantity), "limit": limit},
             )
         return quantity
 
@@ -80,7 +91,10 @@ class BrowseItem(BaseModel):
 
 
 class ShopperEvent(BaseModel):
-    """What the sales platform puts on the stream (and POSTs to the API)."""
+    """What the sales platform puts on the stream (and POSTs to the API).
+
+    Numbers keep the type they were sent with (``credit_limit`` 21000 stays an integer), so the
+    output record echoes the event unchanged."""
 
     model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
 
@@ -88,8 +102,24 @@ class ShopperEvent(BaseModel):
     customer_number: int = Field(ge=1, le=2**62)
     city: str | None = Field(default=None, max_length=100)
     country: str | None = Field(default=None, max_length=100)
-    credit_limit: float | None = Field(default=None, ge=0, le=1e12)
+    credit_limit: int | float | None = Field(default=None, union_mode="left_to_right")
     browse_history: list[BrowseItem] = Field(default_factory=list)
+
+    @field_validator("credit_limit")
+    @classmethod
+    def _sensible_credit_limit(cls, value: int | float | None, info: ValidationInfo):
+        if value is None:
+            return value
+        if isinstance(value, float) and (name := _bad_number(value)) is not None:
+            raise PydanticCustomError("wrong_type", "credit_limit is {name}, not a number", {"name": name})
+        limit = (info.context or {}).get("max_credit_limit", EventLimits.max_credit_limit)
+        if not 0 <= value <= limit:
+            raise PydanticCustomError(
+                "wrong_type",
+                "credit_limit {v} is outside 0..{limit}",
+                {"v": quote(value), "limit": f"{limit:g}"},
+            )
+        return value
 
     @field_validator("browse_history")
     @classmethod
@@ -107,28 +137,35 @@ class ShopperEvent(BaseModel):
             city=self.city,
             state=None,
             country=self.country,
-            credit_limit=self.credit_limit,
+            credit_limit=None if self.credit_limit is None else float(self.credit_limit),
         )
+
+    def product_codes(self) -> list[str]:
+        """Every product the event names, in order, once each."""
+        return list(dict.fromkeys(item.product_code for item in self.browse_history))
 
     def cart(self) -> set[str]:
         return {item.product_code for item in self.browse_history if item.in_shopping_cart}
 
-    def anchor_product(self) -> str | None:
+    def anchor_product(self, known=None) -> str | None:
         """The item similar items are found for: the latest cart item, else the latest browsed one
-        (the history is in the order the shopper saw the items)."""
-        for item in reversed(self.browse_history):
+        (the history is in the order the shopper saw the items). ``known``: only products in it
+        may anchor (a product the catalogue does not know has no neighbours)."""
+        items = [i for i in self.browse_history if known is None or i.product_code in known]
+        for item in reversed(items):
             if item.in_shopping_cart:
                 return item.product_code
-        return self.browse_history[-1].product_code if self.browse_history else None
+        return items[-1].product_code if items else None
 
 
 _KIND_OF_ERROR = {
     "json_invalid": DeadLetterKind.BAD_JSON,
     "json_type": DeadLetterKind.BAD_JSON,
     "missing": DeadLetterKind.MISSING_FIELD,
-    "unknown_product": DeadLetterKind.UNKNOWN_PRODUCT,
     "absurd_quantity": DeadLetterKind.ABSURD_QUANTITY,
 }
+# Errors whose message already quotes the value (our own), or for which the input says nothing.
+_QUOTED = {"wrong_type", "absurd_quantity", "missing"}
 
 
 def _location(loc: tuple) -> str:
@@ -138,27 +175,43 @@ def _location(loc: tuple) -> str:
     return text or "event"
 
 
+def _describe(error: dict) -> str:
+    where, message = _location(error["loc"]), error["msg"]
+    if error["type"] in _QUOTED or "input" not in error:
+        return f"{where}: {message}"
+    value = error["input"]
+    if isinstance(value, float) and (name := _bad_number(value)) is not None:
+        return f"{where}: {message}, got {name}"
+    if isinstance(value, dict | list) and error["type"] not in ("json_invalid", "json_type"):
+        return f"{where}: {message}, got a {type(value).__name__} of {len(value)} entries"
+    return f"{where}: {message}, got {quote(value)}"
+
+
 def _explain(error: ValidationError) -> MalformedEvent:
     errors = error.errors(include_url=False)
     first = errors[0]
     kind = _KIND_OF_ERROR.get(first["type"], DeadLetterKind.WRONG_TYPE)
-    reasons = [f"{_location(e['loc'])}: {e['msg']}" for e in errors[:5]]
+    reasons = [_describe(e) for e in errors[:5]]
     if len(errors) > 5:
         reasons.append(f"... and {len(errors) - 5} more")
     return MalformedEvent(kind, "; ".join(reasons))
 
 
-def parse_event(raw: bytes, limits: EventLimits, catalogue: frozenset[str] | None = None) -> ShopperEvent:
-    """The event in ``raw``, or MalformedEvent with its kind and reason. ``catalogue``: the product codes
-    the current model knows (None before any model: then no product is refused as unknown)."""
-    if len(raw) > limits.max_bytes:
+def parse_event(raw: bytes, limits: EventLimits, size: int | None = None) -> ShopperEvent:
+    """The event in ``raw``, or MalformedEvent with its kind and reason. ``size``: the event's real size
+    when ``raw`` holds only its first bytes (the API stops keeping a body past the limit).
+
+    Products are not checked against any catalogue: a product the model or the catalogue does not
+    know is a fact about them, not a fault of the event (the handler answers and names it)."""
+    size = len(raw) if size is None else size
+    if size > limits.max_bytes:
         raise MalformedEvent(
-            DeadLetterKind.OVERSIZED, f"event of {len(raw):,} bytes is over {limits.max_bytes:,}"
+            DeadLetterKind.OVERSIZED, f"event of {size:,} bytes is over {limits.max_bytes:,}"
         )
     context = {
-        "catalogue": catalogue,
         "max_quantity": limits.max_quantity,
         "max_browse_items": limits.max_browse_items,
+        "max_credit_limit": limits.max_credit_limit,
     }
     try:
         return ShopperEvent.model_validate_json(raw, context=context)

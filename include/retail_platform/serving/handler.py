@@ -32,7 +32,7 @@ from retail_platform.serving.records import (
     UserSource,
     utc_from_epoch,
 )
-from retail_platform.serving.search import ServingSnapshot
+from retail_platform.serving.search import ServingSnapshot, SimilarSource
 from retail_platform.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
@@ -107,16 +107,26 @@ class Handler:
             record.model_dump_json()
 
     def handle(
-        self, raw: bytes, *, event_id: str, arrival: float, origin, admitted: bool | None = None
+        self,
+        raw: bytes,
+        *,
+        event_id: str,
+        arrival: float,
+        origin,
+        admitted: bool | None = None,
+        size: int | None = None,
     ) -> Outcome:
         """``admitted``: the caller already counted this request in flight (True) or found the limit
-        reached (False); None: the handler counts it itself."""
+        reached (False); None: the handler counts it itself. ``size``: the event's real size when
+        ``raw`` is only its beginning."""
         snapshot = self.holder.snapshot
         try:
-            event = parse_event(raw, self.config.limits, snapshot.catalogue)
+            event = parse_event(raw, self.config.limits, size)
         except MalformedEvent as bad:
             metrics.DEAD_LETTERS.labels(origin=str(origin), kind=str(bad.kind)).inc()
-            letter = DeadLetter(event_id, origin, utc_from_epoch(arrival), bad.kind, bad.reason, bytes(raw))
+            letter = DeadLetter(
+                event_id, origin, utc_from_epoch(arrival), bad.kind, bad.reason, bytes(raw), size
+            )
             return Outcome(dead_letter=letter)
         return Outcome(
             record=self.answer(
@@ -162,9 +172,9 @@ class Handler:
             vector, source = self._user_vector(event, snapshot)
             cart = event.cart()
             recommended = snapshot.recommend(vector, self.config.top_k, cart)
-            anchor = event.anchor_product()
+            anchor = event.anchor_product(snapshot.catalogue)
             similar = snapshot.similar(anchor, self.config.top_k, cart) if anchor else None
-            self._check(deadline)
+            self._check(deadline)  # a model step that ran past the deadline is not served as on time
         except DeadlinePassed:
             return self._fallback(
                 event, event_id, snapshot, FallbackReason.DEADLINE, arrival, started, origin
@@ -184,6 +194,7 @@ class Handler:
             else SimilarItems(
                 product_code=anchor,
                 similar_items=[SimilarItem.model_construct(id=c, distance=d) for c, d in similar],
+                source=SimilarSource.MODEL,
             ),
             reason=None,
             source=source,
@@ -207,14 +218,26 @@ class Handler:
     def _fallback(
         self, event, event_id, snapshot: ServingSnapshot, reason, arrival, started, origin
     ) -> OutputRecord:
-        items = snapshot.popular_items(self.config.top_k, event.cart())
+        """A whole answer without the model: the popular list, and similar items from the popular list
+        of the anchor's line (precomputed at reload), so the shape never depends on the path."""
+        cart = event.cart()
+        items = snapshot.popular_items(self.config.top_k, cart)
+        anchor = event.anchor_product(snapshot.catalogue)
+        similar = None
+        if anchor is not None:
+            neighbours, where = snapshot.similar_fallback(anchor, self.config.top_k, cart)
+            similar = SimilarItems.model_construct(
+                product_code=anchor,
+                similar_items=[SimilarItem.model_construct(id=c, distance=None) for c, _ in neighbours],
+                source=where,
+            )
         metrics.ANSWERS.labels(origin=str(origin), fallback_reason=str(reason)).inc()
         return self._record(
             event,
             event_id,
             snapshot,
             recommended=[RecommendedItem.model_construct(id=code, score=score) for code, score in items],
-            similar=None,
+            similar=similar,
             reason=reason,
             source=UserSource.NONE,
             arrival=arrival,
@@ -234,6 +257,8 @@ class Handler:
             browse_history=list(event.browse_history),
             recommended_items=recommended,
             similar_items=similar,
+            unknown_products=snapshot.unknown(event.product_codes()),
+            products_from_features=snapshot.from_features(event.product_codes()),
             model_version=None if reason is not None else snapshot.model_version,
             popular_build=snapshot.popular_build if reason is not None else None,
             fallback=reason is not None,

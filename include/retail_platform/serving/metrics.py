@@ -20,6 +20,11 @@ MODEL_INFO = Gauge(
     "retail_model_info", "1 for the model version and popular list being served", ["version", "popular_build"]
 )
 IN_FLIGHT = Gauge("retail_requests_in_flight", "recommendation requests being answered")
+SHED = Counter(
+    "retail_api_shed_total",
+    "requests refused with 503 before the app read them (late: their budget spent waiting in front)",
+    ["why"],
+)
 RELOADS = Counter("retail_model_reloads_total", "snapshots swapped in from the vector store")
 
 

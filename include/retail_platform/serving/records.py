@@ -16,6 +16,7 @@ import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from retail_platform.serving.events import BrowseItem, DeadLetterKind
+from retail_platform.serving.search import SimilarSource
 
 
 class FallbackReason(StrEnum):
@@ -44,12 +45,19 @@ class RecommendedItem(BaseModel):
 
 class SimilarItem(BaseModel):
     id: str
-    distance: float = Field(description="cosine distance (0 = same direction)")
+    distance: float | None = Field(
+        description="cosine distance (0 = same direction); null when the popular list answered"
+    )
 
 
 class SimilarItems(BaseModel):
     product_code: str
     similar_items: list[SimilarItem]
+    source: SimilarSource = Field(
+        SimilarSource.MODEL,
+        description="model: nearest in the model; popular_in_line / popular: the fallback's popular list "
+        "within the product's line, or all of it",
+    )
 
 
 class Timings(BaseModel):
@@ -67,10 +75,21 @@ class OutputRecord(BaseModel):
     customer_number: int
     city: str | None
     country: str | None
-    credit_limit: float | None
+    credit_limit: int | float | None = Field(description="as sent: an integer stays an integer")
     browse_history: list[BrowseItem]
     recommended_items: list[RecommendedItem]
-    similar_items: SimilarItems | None
+    similar_items: SimilarItems | None = Field(
+        description="for the latest cart item the catalogue knows, else the latest browsed one; "
+        "null only when the event names no such product"
+    )
+    unknown_products: list[str] = Field(
+        description="products of the event the catalogue does not know: left out of the anchor and "
+        "the exclusions, the event answered from the rest"
+    )
+    products_from_features: list[str] = Field(
+        description="products of the event the model never saw in training: their vectors were "
+        "computed from their features when the version was published"
+    )
     model_version: str | None = Field(description="the model version that answered (None: fallback)")
     popular_build: str | None = Field(description="the popular list the fallback served from")
     fallback: bool
@@ -86,7 +105,8 @@ class DeadLetter:
     received_at: datetime
     kind: DeadLetterKind
     reason: str
-    payload: bytes
+    payload: bytes  # what was kept of it (the API keeps no more than the limit and one byte)
+    size: int | None = None  # the event's real size when ``payload`` is only its beginning
 
     def to_row(self) -> dict:
         return {
@@ -96,7 +116,7 @@ class DeadLetter:
             "kind": str(self.kind),
             "reason": self.reason,
             "payload": self.payload,
-            "payload_bytes": len(self.payload),
+            "payload_bytes": len(self.payload) if self.size is None else self.size,
         }
 
     def to_json(self) -> dict:
@@ -125,9 +145,12 @@ OUTPUT_SCHEMA = pa.schema(
                 [
                     ("product_code", pa.string()),
                     ("similar_items", pa.list_(pa.struct([("id", pa.string()), ("distance", pa.float64())]))),
+                    ("source", pa.string()),
                 ]
             ),
         ),
+        ("unknown_products", pa.list_(pa.string())),
+        ("products_from_features", pa.list_(pa.string())),
         ("model_version", pa.string()),
         ("popular_build", pa.string()),
         ("fallback", pa.bool_()),

@@ -50,6 +50,18 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
     ),
     ("RETAIL_API_HOST", "127.0.0.1", "the API's address"),
     ("RETAIL_API_PORT", "8600", "the API's port"),
+    (
+        "RETAIL_API_WORKERS",
+        "unset: one a core, at most 2",
+        "API worker processes (each holds its own vectors)",
+    ),
+    (
+        "RETAIL_API_LIMIT_CONCURRENCY",
+        "1024",
+        "connections one API worker holds; past it a request gets 503 with Retry-After before the app runs "
+        "(keep it above the callers' connection pools: each refusal closes its connection)",
+    ),
+    ("RETAIL_API_BACKLOG", "512", "the API's accept queue (new connections waiting for a worker)"),
 ]
 
 
@@ -75,6 +87,9 @@ class ServingSettings:
     lake_flush_s: float
     api_host: str
     api_port: int
+    api_workers: int | None = None
+    api_limit_concurrency: int = 1024
+    api_backlog: int = 512
 
     @property
     def state_dir(self) -> Path:
@@ -112,6 +127,9 @@ class ServingSettings:
             lake_flush_s=float_setting(env, "RETAIL_LAKE_FLUSH_S", 5.0),
             api_host=env.get("RETAIL_API_HOST") or "127.0.0.1",
             api_port=int_setting(env, "RETAIL_API_PORT", 8600),
+            api_workers=int_setting(env, "RETAIL_API_WORKERS", None),
+            api_limit_concurrency=int_setting(env, "RETAIL_API_LIMIT_CONCURRENCY", 1024),
+            api_backlog=int_setting(env, "RETAIL_API_BACKLOG", 512),
         )
         settings.check()
         return settings
@@ -124,6 +142,9 @@ class ServingSettings:
             "RETAIL_SERVING_BREAKER_FAILURES": self.breaker_failures,
             "RETAIL_LAKE_FLUSH_RECORDS": self.lake_flush_records,
             "RETAIL_KINESIS_SHARDS": self.kinesis_shards,
+            "RETAIL_API_WORKERS": self.api_workers or 1,
+            "RETAIL_API_LIMIT_CONCURRENCY": self.api_limit_concurrency,
+            "RETAIL_API_BACKLOG": self.api_backlog,
         }
         for name, value in positive.items():
             if value <= 0:

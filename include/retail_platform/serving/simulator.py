@@ -2,8 +2,9 @@
 
 Known customers (with their own city, country and credit limit) and new ones (customer numbers the
 model never saw, features borrowed from a real customer's region), browse sessions of one to six
-products from the catalogue, some put in the cart, and a share of malformed events of every kind
-(bad JSON, missing or wrongly typed fields, unknown products, absurd quantities, oversized).
+products from the catalogue (ordered or not), some put in the cart, and a share of malformed events of
+every kind (bad JSON, missing or wrongly typed fields, absurd quantities, oversized). A product the
+catalogue does not know is not malformed: it is in no event here, the tests send it.
 
 ``retail shoppers --rate N --duration S [--malformed 0.02] [--new-customers 0.2] [--seed N]``: the
 customers and products come from the newest export of the training table in the lake.
@@ -38,7 +39,9 @@ class Catalogue:
     product_codes: tuple[str, ...]
 
     @classmethod
-    def from_training_table(cls, table) -> Catalogue:
+    def from_training_table(cls, table, products=None) -> Catalogue:
+        """Customers from the training table; products from ``products`` (the build's ``dim_products``,
+        never-ordered ones too) when given, else the training table's."""
         rows = table.select(["customerNumber", "city", "country", "creditLimit"]).to_pylist()
         seen: dict[int, Customer] = {}
         for r in rows:
@@ -46,23 +49,22 @@ class Catalogue:
             seen.setdefault(
                 int(r["customerNumber"]), Customer(int(r["customerNumber"]), r["city"], r["country"], credit)
             )
-        codes = sorted(set(table.column("productCode").to_pylist()))
+        source = products.column("product_code") if products is not None else table.column("productCode")
+        codes = sorted({c for c in source.to_pylist() if c is not None})
         return cls(tuple(seen.values()), tuple(codes))
 
 
 def load_catalogue(settings) -> Catalogue:
-    from retail_platform.warehouse.export import read_latest_export
+    from retail_platform.warehouse.export import read_export
 
-    latest = read_latest_export(settings)
-    table = latest[1] if isinstance(latest, tuple) else latest.training
-    return Catalogue.from_training_table(table)
+    build = read_export(settings)
+    return Catalogue.from_training_table(build.training, build.catalogue)
 
 
 MALFORMED_KINDS = (
     "bad_json",
     "missing_field",
     "wrong_type",
-    "unknown_product",
     "absurd_quantity",
     "oversized",
 )
@@ -115,8 +117,6 @@ class Shoppers:
             doc.pop("session_id")
         elif kind == "wrong_type":
             doc["customer_number"] = str(doc["customer_number"])
-        elif kind == "unknown_product":
-            doc["browse_history"][0]["product_code"] = "NO_SUCH_PRODUCT"
         elif kind == "absurd_quantity":
             doc["browse_history"][0]["quantity"] = "100000"
         elif kind == "oversized":

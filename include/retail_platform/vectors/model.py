@@ -50,8 +50,13 @@ class PopularList:
 
 @dataclass(frozen=True)
 class ModelVersion:
-    """One published version: vectors for known customers and every product, and the encoder for
-    customers the model never saw. Scores: inner product (users to items), cosine (items to items)."""
+    """One published version: vectors for known customers and every product of the catalogue, and
+    the encoder for customers the model never saw. Scores: inner product (users to items), cosine
+    (items to items).
+
+    ``product_lines``: each product's line (the fallback's similar items come from the anchor's
+    line); ``from_features``: the products the model never saw in training, whose vectors the
+    publish step computed from their features with the published encoder."""
 
     version: str
     customer_numbers: np.ndarray  # int64, sorted ascending
@@ -59,6 +64,8 @@ class ModelVersion:
     product_codes: tuple[str, ...]
     item_vectors: np.ndarray  # float32 (products, DIMENSIONS)
     encoder: UserEncoder
+    product_lines: dict[str, str] = field(default_factory=dict, repr=False)
+    from_features: frozenset[str] = frozenset()
     item_unit_vectors: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self):

@@ -14,7 +14,9 @@ names (``AIRFLOW_CONN_RETAIL_VECTORS``; never a sandbox fallback):
   bloat.
 * ``versions``: one row per loaded version (``version``, ``loaded_at``, ``training_build``,
   ``users``, ``items``, ``encoder`` jsonb: the encoder's vocabulary rules and scalers, see
-  ``retail_platform.vectors.encoder``; ``metrics`` jsonb).
+  ``retail_platform.vectors.encoder``; ``metrics`` jsonb; ``catalogue`` jsonb: each product's line
+  and the products whose vectors were computed from features, see
+  ``retail_platform.vectors.catalogue``).
 * ``popular_builds`` / ``popular_products`` (``build_id``, ``rank``, ``product_code``, ``score``):
   the week's most popular products, the fallback list, one set of rows per warehouse build.
 * ``pointer``: one row, what "current" means: ``version``, ``previous_version``,
@@ -42,7 +44,7 @@ import re
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import quote, urlencode
 
@@ -107,6 +109,13 @@ class VersionPayload:
     encoder_spec: dict
     training_build: str
     metrics: dict
+    # The catalogue: each product's line, and which products' vectors were computed from features
+    # (never seen in training). Empty for versions published before the catalogue was kept.
+    product_lines: dict[str, str] = field(default_factory=dict)
+    from_features: tuple[str, ...] = ()
+
+    def catalogue_doc(self) -> dict:
+        return {"product_lines": self.product_lines, "from_features": sorted(self.from_features)}
 
 
 @dataclass(frozen=True)
@@ -199,6 +208,8 @@ _SCHEMA_DDL = [
         items integer not null,
         encoder jsonb not null,
         metrics jsonb not null default '{{}}'::jsonb)""",
+    # Added later: stores made before it get the column on their next ensure_schema.
+    f"alter table {SCHEMA}.versions add column if not exists catalogue jsonb not null default '{{}}'::jsonb",
     f"""create table if not exists {SCHEMA}.popular_builds (
         build_id text primary key,
         loaded_at timestamptz not null default now(),
@@ -245,6 +256,11 @@ _SCHEMA_DDL = [
     ),
 ]
 _SCHEMA_MARKER = f"{SCHEMA}.current_user_features"  # the last object the DDL creates
+# The schema is current when its last object exists and the versions table has its newest column.
+_SCHEMA_CURRENT = (
+    "select to_regclass(%s) is not null and exists (select 1 from pg_attribute "
+    f"where attrelid = to_regclass('{SCHEMA}.versions') and attname = 'catalogue' and not attisdropped)"
+)
 SWITCH_LOCK = f"{SCHEMA}.switch"  # serialises switches and pruning
 
 
@@ -252,7 +268,7 @@ def ensure_schema(conninfo: str) -> None:
     """Create the schema and its fixed tables when missing (idempotent; under an advisory lock; no
     DDL at all once they exist, so live readers are never locked out)."""
     with connect(conninfo) as conn, conn.transaction():
-        if conn.execute("select to_regclass(%s)", (_SCHEMA_MARKER,)).fetchone()[0] is not None:
+        if conn.execute(_SCHEMA_CURRENT, (_SCHEMA_MARKER,)).fetchone()[0]:
             return
         conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (SCHEMA,))
         for statement in _SCHEMA_DDL:
@@ -278,6 +294,8 @@ def validate_payload(payload: VersionPayload) -> None:
             raise InvalidVersion(f"version {payload.version}: {bad} {what} hold NaN or infinite values")
     if len(payload.product_codes) == 0:
         raise InvalidVersion(f"version {payload.version}: no item vectors")
+    if stray := set(payload.from_features) - set(payload.product_codes):
+        raise InvalidVersion(f"version {payload.version}: {len(stray)} products from features have no vector")
     for what, keys in (
         ("customer numbers", payload.customer_numbers.tolist()),
         ("product codes", list(payload.product_codes)),
@@ -393,8 +411,9 @@ def load_version(conninfo: str, payload: VersionPayload) -> bool:
         _copy_version_rows(conn, payload)
         _index_and_check(conn, payload)
         conn.execute(
-            f"insert into {SCHEMA}.versions (version, training_build, users, items, encoder, metrics) "
-            "values (%s, %s, %s, %s, %s, %s)",
+            f"insert into {SCHEMA}.versions "
+            "(version, training_build, users, items, encoder, metrics, catalogue) "
+            "values (%s, %s, %s, %s, %s, %s, %s)",
             (
                 payload.version,
                 payload.training_build,
@@ -402,6 +421,7 @@ def load_version(conninfo: str, payload: VersionPayload) -> bool:
                 len(payload.product_codes),
                 json.dumps(payload.encoder_spec),
                 json.dumps(payload.metrics, default=str),
+                json.dumps(payload.catalogue_doc()),
             ),
         )
     return True
@@ -560,7 +580,9 @@ def _read_version(conn, version: str) -> ModelVersion:
 
     from retail_platform.vectors.encoder import FeatureEncoder
 
-    spec = conn.execute(f"select encoder from {SCHEMA}.versions where version = %s", (version,)).fetchone()[0]
+    spec, catalogue = conn.execute(
+        f"select encoder, catalogue from {SCHEMA}.versions where version = %s", (version,)
+    ).fetchone()
     buffer = bytearray()
     statement = sql.SQL(
         "copy (select customer_number, embedding from {} order by customer_number) to stdout (format binary)"
@@ -578,6 +600,8 @@ def _read_version(conn, version: str) -> ModelVersion:
         product_codes=codes,
         item_vectors=item_vectors,
         encoder=FeatureEncoder(spec, names, feature_vectors),
+        product_lines=dict(catalogue.get("product_lines") or {}),
+        from_features=frozenset(catalogue.get("from_features") or ()),
     )
 
 
