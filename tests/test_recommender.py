@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ from retail_platform.vectors import store
 from retail_platform.vectors.model import UserFeatures
 from retail_platform.warehouse.export import INTERACTIONS, POPULAR, export_training_table, read_export
 
-ENV = ("RETAIL_LAKE_URI", "RETAIL_GROUND_TRUTH_DIR", "RETAIL_ALERTS_FILE")
+ENV = ("RETAIL_LAKE_URI", "RETAIL_GROUND_TRUTH_DIR", "RETAIL_ALERTS_FILE", "RETAIL_RECOMMENDER_GATE_BASELINE")
 
 
 # The warehouse's ml marts, over the generator's tables: the dbt models themselves are built and
@@ -76,6 +77,10 @@ def classic_build(tmp_path_factory):
         RETAIL_LAKE_URI=str(root / "lake"),
         RETAIL_GROUND_TRUTH_DIR=str(root / "truth"),
         RETAIL_ALERTS_FILE=str(root / "alerts.jsonl"),
+        # 24 known customers: too few to ask LightFM to beat the favourite-line heuristic (it does not,
+        # see test_the_gate_refuses_a_model_that_loses_to_the_heuristic); the DAG tests gate on the
+        # popular list as served.
+        RETAIL_RECOMMENDER_GATE_BASELINE="popular_7d",
     )
     source = generate(get_preset("classic"), seed=42)
     write_ground_truth(source, root / "truth")
@@ -119,8 +124,13 @@ def shuffled_purchases(data, test_fraction: float):
     def change(training, interactions, popular):
         frame = interactions.to_pandas()
         past = frame["first_ordered_at"] < cutoff
+        # A real purchase again after the split stays a real test-period purchase; the past is random.
+        again = frame[past & (frame["last_ordered_at"] >= cutoff)].assign(
+            first_ordered_at=lambda f: f["last_ordered_at"]
+        )
         frame.loc[past, "product_code"] = np.random.default_rng(0).choice(catalogue, int(past.sum()))
-        frame = frame.drop_duplicates(["customer_number", "product_code"])
+        frame.loc[past, "last_ordered_at"] = frame.loc[past, "first_ordered_at"]
+        frame = pd.concat([frame, again]).drop_duplicates(["customer_number", "product_code"])
         return (
             training,
             pa.Table.from_pandas(frame, schema=interactions.schema, preserve_index=False),
@@ -218,6 +228,7 @@ def test_the_gate_approves_the_model_and_refuses_one_trained_on_shuffled_purchas
     assert "does not beat popular_7d" in refused.gate.summary()
     manifest = Registry.from_settings(settings.platform).manifest(refused.version)
     assert manifest["status"] == "refused" and manifest["training_build"] == shuffled
+    assert [c["recipe"] for c in manifest["candidates"]] == ["lightfm", "favourite_line"], "auto tried both"
     methods = {r["method"] for r in manifest["evaluation"]["results"]}
     assert {"model", "popular_7d", "popularity", "popular_by_country", "ceiling"} <= methods
     known = manifest["evaluation"]["summary"]
@@ -344,3 +355,292 @@ def test_the_retrain_dag_publishes_refuses_and_rolls_back_end_to_end(
     assert cli(["recommender", "rollback"]) == 0
     pointer = store.current_pointer(conninfo)
     assert (pointer.version, pointer.previous_version) == (approved["version"], refused["version"])
+
+
+# ---------------------------------------------------------------------------------- the served rule
+NEVER_ORDERED = "S99_0001"
+
+
+def with_catalogue(settings: RecommenderSettings, build_id: str) -> str:
+    """The build again, with the catalogue (dim_products): its products and one nobody ordered."""
+    from retail_platform.warehouse.export import CATALOGUE
+
+    build = read_export(settings.platform, build_id)
+    columns = ["productCode", "productLine", "productScale", "quantityInStock", "buyPrice", "MSRP"]
+    products = build.training.select(columns).to_pandas().drop_duplicates("productCode")
+    extra = products.iloc[[0]].assign(productCode=NEVER_ORDERED)
+    catalogue = pa.Table.from_pandas(pd.concat([products, extra]), preserve_index=False)
+    companions = {INTERACTIONS: build.interactions, POPULAR: build.popular, CATALOGUE: catalogue}
+    return export_training_table(settings.platform, table=build.training, companions=companions)["build_id"]
+
+
+@pytest.mark.parametrize("recipe", ["lightfm", "favourite_line"])
+def test_the_evaluation_ranks_exactly_what_the_handler_serves(classic_build, vector_db, recipe):
+    """Same version, same exclusions, same k: the evaluation's top 10 for a customer is the answer the
+    handler (which the API and the stream consumer call) gives them."""
+    import time
+
+    from serving_support import encode, event
+
+    from retail_platform.recommender.publishing import publish_version
+    from retail_platform.recommender.training import (
+        _embedder,
+        _served_items,
+        params_from,
+        train,
+        train_version,
+    )
+    from retail_platform.serving.breaker import CircuitBreaker
+    from retail_platform.serving.handler import Handler, HandlerConfig
+    from retail_platform.serving.holder import ModelHolder
+    from retail_platform.serving.search import ServingSnapshot
+
+    settings, build_id = classic_build
+    settings = dataclasses.replace(settings, model=recipe)
+    build_id = with_catalogue(settings, build_id)
+    data = training_data(read_export(settings.platform, build_id))
+    assert [f.product_code for f in data.unseen] == [NEVER_ORDERED]
+    conninfo = vector_db.url()
+    outcome = train_version(settings, build_id=build_id)
+    publish_version(settings, conninfo, outcome.version, build_id=build_id)
+    model, popular = store.load_current(conninfo)
+    assert model.version == outcome.version and NEVER_ORDERED in model.product_codes
+    # The evaluation's item vectors are the published ones, the never-ordered product's included.
+    codes, items = _served_items(data, train(data, data.interactions, params_from(settings)))
+    published = {code: i for i, code in enumerate(model.product_codes)}
+    assert set(codes) == set(published)
+    assert np.allclose(model.item_vectors[[published[c] for c in codes]], items, atol=1e-6)
+    holder = ModelHolder(None, CircuitBreaker("test"), Path("/nonexistent/popular.json"), poll_s=1)
+    holder.snapshot = ServingSnapshot.build(model, popular)
+    handler = Handler(holder, HandlerConfig(top_k=ev.K, deadline_s=60))
+
+    split = ev.time_split(data, settings.test_fraction)
+    products = ev.catalogue_index(data)  # the catalogue's never-ordered product too, as published
+    scorer = ev.vectors_scorer(
+        model.customer_numbers,
+        model.user_vectors,
+        model.product_codes,
+        model.item_vectors,
+        _embedder(data, model.encoder.embed),
+        products,
+    )
+    rated = data.customers.index
+    known = [c for c in split.known if c in rated][:4]
+    customers = np.array(known + [c for c in split.new if c in rated][:2], dtype=np.int64)
+    expected = ev.rankings(scorer, customers, split, products)
+    bought_before = split.train.groupby("customer_number")["product_code"].apply(set)
+    for customer, ranking in zip(customers, expected, strict=True):
+        row = data.customers.loc[customer]
+        doc = event(
+            int(customer), city=row["city"], country=row["country"], credit_limit=float(row["creditLimit"])
+        )
+        record = handler.handle(
+            encode(doc), event_id=f"e{customer}", arrival=time.time(), origin="api"
+        ).record
+        assert not record.fallback and record.model_version == outcome.version
+        assert [item.id for item in record.recommended_items] == ranking, customer
+    assert any(set(r) & bought_before.get(c, set()) for c, r in zip(customers, expected, strict=True)), (
+        "past purchases are not excluded (vectors.exclusions): some top 10 holds one"
+    )
+
+
+# ---------------------------------------------------------------------------------- the gate
+def _arrays(mean: float, n: int, *, spread: float = 0.05, shift: float = 0.0) -> np.ndarray:
+    """Per-customer NDCG@10 with an exact mean: a deterministic +/- spread around it."""
+    wiggle = np.where(np.arange(n) % 2 == 0, spread, -spread)
+    return mean + shift + wiggle
+
+
+def _scores(model_known, known: dict, model_new=None, new: dict | None = None, n: int = 400):
+    """``known``/``new``: baseline -> mean; the model moves by a constant from the base line, so the
+    paired difference is exact, unless ``(mean, noise)`` asks for noise in the difference."""
+    base = _arrays(0.0, n)
+
+    def column(spec):
+        mean, noise = spec if isinstance(spec, tuple) else (spec, 0.0)
+        return base + mean + np.where(np.arange(n) % 4 < 2, noise, -noise)
+
+    out = {"known": {"model": column(model_known)} | {m: column(v) for m, v in known.items()}}
+    if model_new is not None:
+        out["new"] = {"model": column(model_new)} | {m: column(v) for m, v in (new or {}).items()}
+    return out
+
+
+BASE = {"popular_7d": 0.045, "popularity": 0.046, "popular_by_country": 0.049, "favourite_line": 0.069}
+POPULAR_ONLY = {k: v for k, v in BASE.items() if k != "favourite_line"}
+NEW_BASE = {"popular_7d": 0.040, "popular_by_country": 0.050}
+GATE_CASES = [
+    # id, scores, rule settings, production NDCG, approved, part of the first reason
+    (
+        "wins everywhere",
+        _scores(0.08, BASE, 0.051, NEW_BASE),
+        {},
+        None,
+        True,
+        "beats popular_by_country by 10%",
+    ),
+    (
+        "the margin over popularity",
+        _scores(0.052, POPULAR_ONLY, 0.051, NEW_BASE),
+        {},
+        None,
+        False,
+        "vs popular_by_country 0.0490, paired difference +0.0030 [+0.0030, +0.0030]: does not beat "
+        "popular_by_country by 10% (needs 0.0539)",
+    ),
+    ("margin setting", _scores(0.052, POPULAR_ONLY, 0.051, NEW_BASE), {"margin": 0.05}, None, True, "beats"),
+    (
+        "the paired interval against the heuristic",
+        _scores((0.08, 0.9), BASE, 0.051, NEW_BASE, n=40),
+        {},
+        None,
+        False,
+        "known customers: NDCG@10 0.0800 vs favourite_line 0.0690, paired difference +0.0110 [",
+    ),
+    (
+        "loses to the heuristic",
+        _scores(0.06, BASE, 0.051, NEW_BASE),
+        {},
+        None,
+        False,
+        "vs favourite_line 0.0690, paired difference -0.0090 [-0.0090, -0.0090]: not above zero",
+    ),
+    (
+        "loses for new customers",
+        _scores(0.08, BASE, 0.046, NEW_BASE),
+        {},
+        None,
+        False,
+        "new customers: NDCG@10 0.0460 vs popular_by_country 0.0500, paired difference -0.0040 "
+        "[-0.0040, -0.0040]: worse than popular_by_country",
+    ),
+    ("no new customers", _scores(0.08, BASE), {}, None, True, "beats"),
+    ("production, within tolerance", _scores(0.08, BASE, 0.05, NEW_BASE), {}, 0.084, True, "beats"),
+    (
+        "production: more than 5% below",
+        _scores(0.08, BASE, 0.05, NEW_BASE),
+        {},
+        0.0845,
+        False,
+        "NDCG@10 0.0800 is more than 5% below production 0.0845",
+    ),
+    (
+        "tolerance setting",
+        _scores(0.08, BASE, 0.05, NEW_BASE),
+        {"tolerance": 0.0},
+        0.081,
+        False,
+        "below production",
+    ),
+    (
+        "baseline: popular_7d",
+        _scores(0.06, BASE, 0.05, NEW_BASE),
+        {"baseline": "popular_7d"},
+        None,
+        True,
+        "beats popular_7d by 10%",
+    ),
+    (
+        "baseline: popular_7d, margin",
+        _scores(0.048, BASE, 0.05, NEW_BASE),
+        {"baseline": "popular_7d"},
+        None,
+        False,
+        "does not beat popular_7d by 10%",
+    ),
+    (
+        "the heuristic is not gated against itself",
+        _scores(0.06, BASE, 0.05, NEW_BASE),
+        {"recipe": "favourite_line"},
+        None,
+        True,
+        "beats popular_by_country by 10%",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("scores", "settings", "production", "approved", "reason"),
+    [case[1:] for case in GATE_CASES],
+    ids=[case[0] for case in GATE_CASES],
+)
+def test_every_gate_rule_and_setting(scores, settings, production, approved, reason):
+    from retail_platform.recommender.gate import GateRules, decide
+
+    rules = GateRules(**({"margin": 0.10, "tolerance": 0.05} | settings))
+    decision = decide(scores, rules, production_ndcg=production, production_basis="v0 on this test period")
+    assert decision.approved is approved, decision.summary()
+    assert reason in decision.reasons[0], decision.reasons
+
+
+def test_a_refusal_for_new_customers_is_announced_with_the_baseline_and_interval(classic_build):
+    """Wins for known customers, loses for new ones: refused, and the alert says against what and by how much."""
+    from retail_platform.alerts import read_alerts
+    from retail_platform.recommender.gate import GateRules, decide
+    from retail_platform.recommender.publishing import TRAIN, RunPlan, publish_decided
+
+    settings, build_id = classic_build
+    gate = decide(_scores(0.08, BASE, 0.046, NEW_BASE), GateRules(margin=0.10, tolerance=0.05))
+    assert not gate.approved and gate.best_baseline == "favourite_line"
+    outcome = {"version": "v-new-loses", "build_id": build_id, "approved": False, "gate": gate.to_dict()}
+    outcome |= {"report": "(report)", "path": "(path)"}
+    result = publish_decided(settings, None, RunPlan(TRAIN, build_id, None, "test").to_dict(), outcome)
+    assert result["published"] is False
+    alert = read_alerts(settings.platform)[-1]
+    assert alert["kind"] == "recommender_refused" and "v-new-loses" in alert["title"]
+    assert "new customers: NDCG@10 0.0460 vs popular_by_country 0.0500" in alert["text"]
+    assert "paired difference -0.0040 [-0.0040, -0.0040]" in alert["text"]
+
+
+def test_the_gate_refuses_a_model_that_loses_to_the_heuristic(classic_build):
+    """On the classic preset LightFM loses to "favourite line, then popularity" (the heuristic the
+    audit found): the default gate (best baseline) refuses it, naming the heuristic and the interval."""
+    from retail_platform.alerts import read_alerts
+    from retail_platform.recommender.publishing import TRAIN, RunPlan, publish_decided
+    from retail_platform.recommender.training import train_version
+
+    settings, build_id = classic_build
+    settings = dataclasses.replace(settings, gate_baseline="best", model="lightfm")
+    outcome = train_version(settings, build_id=build_id)
+    assert not outcome.approved and outcome.gate.best_baseline == "favourite_line", outcome.gate.summary()
+    [reason] = [r for r in outcome.gate.reasons if "vs favourite_line" in r]
+    assert reason.startswith("known customers: NDCG@10 ") and "paired difference -" in reason
+    assert reason.endswith("not above zero") and reason in outcome.gate.reasons[:2], outcome.gate.reasons
+    publish_decided(settings, None, RunPlan(TRAIN, build_id, None, "test").to_dict(), outcome.to_dict())
+    alert = read_alerts(settings.platform)[-1]
+    assert outcome.version in alert["title"] and reason in alert["text"]
+
+
+def test_when_the_gate_refuses_lightfm_the_heuristic_ships_through_the_same_path(classic_build, vector_db):
+    """``auto``: a LightFM that learnt nothing (no epoch) is refused; the favourite-line heuristic is
+    evaluated, approved and registered as the version, and serving answers from its vectors."""
+    import time
+
+    from serving_support import encode, event
+
+    from retail_platform.recommender.publishing import publish_version
+    from retail_platform.recommender.training import train_version
+    from retail_platform.serving.breaker import CircuitBreaker
+    from retail_platform.serving.handler import Handler, HandlerConfig
+    from retail_platform.serving.holder import ModelHolder
+    from retail_platform.serving.search import ServingSnapshot
+
+    settings, build_id = classic_build
+    settings = dataclasses.replace(settings, model="auto", epochs=0)
+    outcome = train_version(settings, build_id=build_id)
+    manifest = Registry.from_settings(settings.platform).manifest(outcome.version)
+    assert outcome.approved and manifest["recipe"] == "favourite_line", outcome.report
+    lightfm, heuristic = manifest["candidates"]
+    assert (lightfm["recipe"], lightfm["approved"], heuristic["approved"]) == ("lightfm", False, True)
+    assert "also tried: lightfm (refused: " in outcome.report
+    publish_version(settings, vector_db.url(), outcome.version)
+    model, popular = store.load_current(vector_db.url())
+    holder = ModelHolder(None, CircuitBreaker("test"), Path("/nonexistent/popular.json"), poll_s=1)
+    holder.snapshot = ServingSnapshot.build(model, popular)
+    customer = int(model.customer_numbers[0])
+    record = (
+        Handler(holder, HandlerConfig(deadline_s=60))
+        .handle(encode(event(customer)), event_id="e", arrival=time.time(), origin="api")
+        .record
+    )
+    assert record.model_version == outcome.version and len(record.recommended_items) == 10

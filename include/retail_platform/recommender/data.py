@@ -23,7 +23,7 @@ CUSTOMER_COLUMNS = ["customerNumber", "city", "state", "country", "creditLimit"]
 PRODUCT_COLUMNS = ["productCode", "productLine", "productScale", "buyPrice", "MSRP", "quantityInStock"]
 OPTIONAL_PRODUCT_COLUMNS = ["productVendor"]
 INTERACTION_COLUMNS = ["customer_number", "product_code", "first_ordered_at", "units"]
-OPTIONAL_INTERACTION_COLUMNS = ["product_rating"]
+OPTIONAL_INTERACTION_COLUMNS = ["product_rating", "last_ordered_at", "orders"]
 NUMERIC = {"creditLimit", "buyPrice", "MSRP", "quantityInStock", "units"}
 REQUIRED_VALUES = {"customerNumber", "productCode", "customer_number", "product_code", "first_ordered_at"}
 
@@ -37,8 +37,12 @@ class TrainingData:
     build_id: str
     customers: pd.DataFrame  # one row per customer: CUSTOMER_COLUMNS
     products: pd.DataFrame  # one row per product (the catalogue): PRODUCT_COLUMNS (+ productVendor)
-    interactions: pd.DataFrame  # customer_number, product_code, first_ordered_at, units (, product_rating)
+    # customer_number, product_code, first_ordered_at, last_ordered_at, units (, orders, product_rating)
+    interactions: pd.DataFrame
     popular: PopularList | None
+    # Products of the catalogue (dim_products) the training table lacks (never ordered): publishing
+    # gives each a vector from its features, so the evaluation ranks them too.
+    unseen: tuple[ProductFeatures, ...] = ()
 
     def user_features(self, customer_number: int) -> UserFeatures:
         row = self.customers.loc[customer_number]
@@ -122,6 +126,12 @@ def training_data(build: ExportBuild) -> TrainingData:
     product_columns = PRODUCT_COLUMNS + [c for c in OPTIONAL_PRODUCT_COLUMNS if c in training.columns]
     products = training[product_columns].drop_duplicates("productCode").set_index("productCode").sort_index()
     interactions["first_ordered_at"] = pd.to_datetime(interactions["first_ordered_at"])
+    # The last purchase tells a repeat purchase in the test period (builds before it: first only).
+    if "last_ordered_at" in interactions:
+        last = pd.to_datetime(interactions["last_ordered_at"])
+        interactions["last_ordered_at"] = last.fillna(interactions["first_ordered_at"])
+    else:
+        interactions["last_ordered_at"] = interactions["first_ordered_at"]
     unknown = ~interactions["product_code"].isin(products.index)
     if unknown.all():
         raise InvalidTrainingBuild(
@@ -133,7 +143,18 @@ def training_data(build: ExportBuild) -> TrainingData:
         products=products,
         interactions=interactions[~unknown].reset_index(drop=True),
         popular=popular_list(build),
+        unseen=unseen_products(build, products.index),
     )
+
+
+def unseen_products(build: ExportBuild, trained: pd.Index) -> tuple[ProductFeatures, ...]:
+    """The catalogue's products outside the training table (none for a build without a catalogue)."""
+    from retail_platform.vectors.catalogue import catalogue_features
+
+    table = getattr(build, "catalogue", None)
+    if table is None:
+        return ()
+    return tuple(f for f in catalogue_features(table) if f.product_code not in trained)
 
 
 def popular_list(build: ExportBuild) -> PopularList | None:

@@ -1,25 +1,31 @@
-"""Evaluation a data scientist can trust: a time-based split, the whole catalogue, baselines beside.
+"""Evaluation a data scientist can trust: a time-based split, the whole catalogue, the served rule,
+baselines beside.
 
-* **Split**: the interactions whose first purchase falls in the newest ``test_fraction`` of time
-  (by first-purchase time) are the test period; the model is trained on the rest only.
+* **Split**: the newest ``test_fraction`` of first purchases sets the cutoff; the model is trained on
+  the interactions first bought before it. The test period's purchases are every customer x product
+  bought at or after the cutoff: first purchases, and repeat purchases of what they bought before.
 * **Who**: every customer with a purchase in the test period. *Known* customers also bought before
-  the split (the model has their id); *new* ones did not (only their features are known).
-* **Ranking**: over the whole catalogue, no sampled negatives, leaving out what the customer
-  bought before the split; relevant = the products first bought in the test period.
+  the split (the model has their id); *new* ones did not (only the features an event carries).
+* **Ranking**: over the whole catalogue, no sampled negatives, leaving out exactly what serving
+  leaves out (``retail_platform.vectors.exclusions``: the cart, which the evaluation has none of;
+  not past purchases); relevant = the products bought in the test period.
 * **Figures**: NDCG@10 (binary relevance), recall@10 (hits over the customer's test products),
   each with a 95% confidence interval (normal approximation over customers), and catalogue
-  coverage (the share of products in anyone's top 10).
-* **Beside the model**: the popular list as served today (most bought in the 7 days before the
-  split), popularity over all the training period, popularity in the customer's country, the
-  model now in production (its published vectors, when it did not see the test period), and, on
-  generated data, the ceiling: the generator's own purchase probabilities.
+  coverage (the share of products in anyone's top 10). Per-customer NDCG is kept, so two methods
+  compare by a *paired* difference over the same customers, with its interval.
+* **Beside the model**, the baselines a data scientist tries first: the popular list exactly as
+  served (the top 50 by units of the 7 days before the split), popularity over the training period,
+  popularity in the customer's country, the customer's favourite product line then popularity
+  within it (and the line x scale variant), item-item co-occurrence; the model now in production
+  (its published vectors, when it did not see the test period), and, on generated data, the
+  ceiling: the generator's own purchase probabilities.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
 import numpy as np
@@ -27,11 +33,14 @@ import pandas as pd
 import scipy.sparse as sp
 
 from retail_platform.recommender.data import InvalidTrainingBuild, TrainingData
+from retail_platform.vectors.exclusions import excluded_products
+from retail_platform.vectors.model import UserFeatures
 
 log = logging.getLogger(__name__)
 K = 10
 KNOWN, NEW = "known", "new"
 CHUNK = 4096
+SERVED_TOP_N, SERVED_DAYS = 50, 7  # the popular list as the warehouse builds it (fct_popular_products_7d)
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,9 @@ class Estimate:
         half = 1.96 * float(values.std(ddof=1)) / np.sqrt(len(values)) if len(values) > 1 else 0.0
         return cls(mean, mean - half, mean + half)
 
+    def __str__(self) -> str:
+        return f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
+
 
 @dataclass(frozen=True)
 class MethodResult:
@@ -66,13 +78,26 @@ class MethodResult:
     ndcg: Estimate
     recall: Estimate
     coverage: float
+    # NDCG@10 of each customer, in the segment's customer order: what paired differences read.
+    per_customer: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "per_customer"}
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> Estimate:
+    """The mean per-customer difference a - b over the same customers, with its 95% interval."""
+    return Estimate.of(np.asarray(a, float) - np.asarray(b, float))
 
 
 # A method scores the catalogue for a batch of customers: (customers,) -> (customers, products).
 Scorer = Callable[[np.ndarray], np.ndarray]
+
+
+def catalogue_index(data: TrainingData) -> pd.Index:
+    """What the evaluation ranks: the training table's products and the catalogue's unseen ones, as
+    a published version holds them."""
+    return pd.Index([*data.products.index, *(f.product_code for f in data.unseen)])
 
 
 def time_split(data: TrainingData, test_fraction: float) -> Split:
@@ -81,7 +106,7 @@ def time_split(data: TrainingData, test_fraction: float) -> Split:
         raise ValueError(f"the test fraction must lie between 0 and 1, got {test_fraction}")
     cutoff = interactions["first_ordered_at"].quantile(1 - test_fraction)
     train = interactions[interactions["first_ordered_at"] < cutoff]
-    test = interactions[interactions["first_ordered_at"] >= cutoff]
+    test = interactions[interactions["last_ordered_at"] >= cutoff]
     if train.empty or test.empty:
         raise InvalidTrainingBuild(
             f"training build {data.build_id}: fct_customer_product_interactions.first_ordered_at cannot be "
@@ -98,10 +123,42 @@ def _pair_matrix(frame: pd.DataFrame, customers: np.ndarray, products: pd.Index)
     rows = pd.Index(customers).get_indexer(frame["customer_number"])
     cols = products.get_indexer(frame["product_code"])
     keep = (rows >= 0) & (cols >= 0)
-    return sp.csr_matrix(
+    matrix = sp.csr_matrix(
         (np.ones(int(keep.sum()), np.float32), (rows[keep], cols[keep])),
         shape=(len(customers), len(products)),
     )
+    matrix.data[:] = 1.0  # a pair once, however many rows
+    return matrix
+
+
+def _excluded_mask(past: sp.csr_matrix, products: pd.Index) -> np.ndarray:
+    """Each customer's excluded products by the served rule (the evaluation has no cart)."""
+    codes = products.to_numpy()
+    mask = np.zeros(past.shape, bool)
+    for row in range(past.shape[0]):
+        bought = codes[past.indices[past.indptr[row] : past.indptr[row + 1]]]
+        excluded = excluded_products((), bought)
+        if excluded:
+            mask[row, products.get_indexer(list(excluded))] = True
+    return mask
+
+
+def top_k_rows(scores: np.ndarray, excluded: np.ndarray, k: int = K) -> np.ndarray:
+    """Each row's k best column indices, best first (ties: lower index first), never an excluded one."""
+    scores = np.array(scores, dtype=np.float64)
+    scores[excluded] = -np.inf
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    keys = np.take_along_axis(scores, top, axis=1)
+    order = np.lexsort((top, -keys), axis=1)
+    return np.take_along_axis(top, order, axis=1)
+
+
+def rankings(scorer: Scorer, customers: np.ndarray, split: Split, products: pd.Index, k: int = K):
+    """The top k product codes the evaluation scores for each customer (what serving must show)."""
+    seen = _pair_matrix(split.train, customers, products)
+    top = top_k_rows(scorer(customers), _excluded_mask(seen, products), k)
+    return [[products[i] for i in row] for row in top]
 
 
 def evaluate_method(
@@ -114,22 +171,24 @@ def evaluate_method(
     ndcg, recall, shown = [], [], np.zeros(len(products), bool)
     for start in range(0, len(customers), CHUNK):
         batch = slice(start, start + CHUNK)
-        scores = np.array(scorer(customers[batch]), dtype=np.float64)
-        scores[seen[batch].nonzero()] = -np.inf
-        top = np.argpartition(-scores, K, axis=1)[:, :K]
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
+        top = top_k_rows(scorer(customers[batch]), _excluded_mask(seen[batch], products))
         shown[np.unique(top)] = True
         wanted = relevant[batch].toarray()
         hits = np.take_along_axis(wanted, top, axis=1).astype(float)
         n_relevant = wanted.sum(axis=1)
         ideal = np.cumsum(discounts)[np.minimum(n_relevant, K).astype(int) - 1]
-        ndcg.append((hits * discounts).sum(axis=1) / ideal)
+        ndcg.append((hits * discounts[: top.shape[1]]).sum(axis=1) / ideal)
         recall.append(hits.sum(axis=1) / n_relevant)
     ndcg_all = np.concatenate(ndcg) if ndcg else np.array([])
     recall_all = np.concatenate(recall) if recall else np.array([])
     return MethodResult(
-        name, segment, len(customers), Estimate.of(ndcg_all), Estimate.of(recall_all), float(shown.mean())
+        name,
+        segment,
+        len(customers),
+        Estimate.of(ndcg_all),
+        Estimate.of(recall_all),
+        float(shown.mean()),
+        ndcg_all,
     )
 
 
@@ -150,10 +209,36 @@ def popularity_scorer(split: Split, products: pd.Index) -> Scorer:
     return counts_scorer(product_counts(split.train, products))
 
 
-def last_week_scorer(split: Split, products: pd.Index, days: int = 7) -> Scorer:
-    """The popular list as served today: the most bought in the days before the split."""
-    recent = split.train[split.train["first_ordered_at"] >= split.cutoff - timedelta(days=days)]
-    return counts_scorer(product_counts(recent, products) + 1e-6 * product_counts(split.train, products))
+def served_popular_units(split: Split, products: pd.Index, days: int = SERVED_DAYS) -> pd.Series:
+    """Units per product in the ``days`` before the split, as fct_popular_products_7d counts them.
+
+    The build holds each pair's first and last purchase and its total units, not every order: an
+    order in the window is the pair's first or last one, and carries the pair's mean units an order."""
+    start = split.cutoff - timedelta(days=days)
+    frame = split.train
+    per_order = frame["units"].astype(float) / frame.get("orders", pd.Series(1, index=frame.index)).clip(
+        lower=1
+    )
+    first_in = frame["first_ordered_at"] > start
+    last_in = (
+        (frame["last_ordered_at"] > start)
+        & (frame["last_ordered_at"] < split.cutoff)
+        & (frame["last_ordered_at"] != frame["first_ordered_at"])
+    )
+    units = per_order * (first_in.astype(int) + last_in.astype(int))
+    by_product = units[units > 0].groupby(frame["product_code"][units > 0]).sum()
+    return by_product[by_product.index.isin(products)]
+
+
+def last_week_scorer(split: Split, products: pd.Index, days: int = SERVED_DAYS) -> Scorer:
+    """The popular list exactly as served: the top 50 by units of the week before the split (ties by
+    code), in that order; nothing else (the fallback serves only the list)."""
+    units = served_popular_units(split, products, days)
+    ranked = sorted(units.items(), key=lambda kv: (-kv[1], kv[0]))[:SERVED_TOP_N]
+    row = np.full(len(products), -np.inf)
+    for rank, (code, _) in enumerate(ranked):
+        row[products.get_loc(code)] = SERVED_TOP_N - rank
+    return counts_scorer(row)
 
 
 def country_scorer(data: TrainingData, split: Split, products: pd.Index) -> Scorer:
@@ -173,6 +258,84 @@ def country_scorer(data: TrainingData, split: Split, products: pd.Index) -> Scor
     return score
 
 
+def group_scorer(data: TrainingData, split: Split, products: pd.Index, columns: list[str]) -> Scorer:
+    """The customer's favourite group of products (product line, or line x scale: the one they
+    bought most of before the split), then popularity within it; the rest by popularity. A customer
+    with no history gets popularity in their country."""
+    overall = product_counts(split.train, products)
+    groups = data.products[columns].astype(str).agg("|".join, axis=1).reindex(products).fillna("")
+    group_codes, group_of = np.unique(groups.to_numpy(), return_inverse=True)
+    bought = split.train.assign(group=split.train["product_code"].map(groups))
+    counts = bought.groupby(["customer_number", "group"]).size().unstack(fill_value=0)
+    counts = counts.reindex(columns=group_codes, fill_value=0)
+    # Favourite: most bought; ties go to the more popular group (then the first), never at random.
+    group_size = np.bincount(group_of, weights=np.maximum(overall, 0), minlength=len(group_codes))
+    favourite = pd.Series(
+        np.argmax(counts.to_numpy() * 1e6 + group_size[None, :] / max(group_size.max(), 1), axis=1),
+        index=counts.index,
+    )
+    fallback = country_scorer(data, split, products)
+    popularity = overall / max(overall.max(), 1.0)
+
+    def score(customers: np.ndarray) -> np.ndarray:
+        fav = favourite.reindex(customers).to_numpy()
+        known = ~np.isnan(fav)
+        out = np.empty((len(customers), len(products)))
+        if known.any():
+            out[known] = (group_of[None, :] == fav[known, None].astype(int)) + 0.5 * popularity[None, :]
+        if (~known).any():
+            out[~known] = fallback(customers[~known])
+        return out
+
+    return score
+
+
+def cooccurrence_scorer(data: TrainingData, split: Split, products: pd.Index) -> Scorer:
+    """Item-item co-occurrence: the sum of the cosine similarities (bought by the same customers)
+    of each product to what the customer bought; no history: popularity in their country."""
+    customers = np.sort(split.train["customer_number"].unique())
+    bought = _pair_matrix(split.train, customers, products)
+    together = (bought.T @ bought).toarray().astype(np.float64)
+    norms = np.sqrt(np.maximum(np.diag(together), 1.0))
+    similarity = together / norms[:, None] / norms[None, :]
+    np.fill_diagonal(similarity, 0.0)
+    index = pd.Index(customers)
+    tie_break = 1e-6 * product_counts(split.train, products) / max(len(customers), 1)
+    fallback = country_scorer(data, split, products)
+
+    def score(batch: np.ndarray) -> np.ndarray:
+        rows = index.get_indexer(batch)
+        out = np.empty((len(batch), len(products)))
+        known = rows >= 0
+        if known.any():
+            out[known] = bought[rows[known]] @ similarity + tie_break
+        if (~known).any():
+            out[~known] = fallback(batch[~known])
+        return out
+
+    return score
+
+
+def baseline_scorers(data: TrainingData, split: Split, products: pd.Index) -> dict[str, Scorer]:
+    return {
+        "popular_7d": last_week_scorer(split, products),
+        "popularity": popularity_scorer(split, products),
+        "popular_by_country": country_scorer(data, split, products),
+        "favourite_line": group_scorer(data, split, products, ["productLine"]),
+        "line_x_scale": group_scorer(data, split, products, ["productLine", "productScale"]),
+        "cooccurrence": cooccurrence_scorer(data, split, products),
+    }
+
+
+# ---------------------------------------------------------------------------------- published vectors
+def as_served(features: UserFeatures) -> UserFeatures:
+    """A customer's features as the sales platform's event carries them (no state): what the
+    handler embeds a customer the model has no vector for from."""
+    return UserFeatures(
+        features.customer_number, features.city, None, features.country, features.credit_limit
+    )
+
+
 def vectors_scorer(
     customer_numbers: np.ndarray,
     user_vectors: np.ndarray,
@@ -181,8 +344,8 @@ def vectors_scorer(
     embed: Callable[[int], np.ndarray],
     products: pd.Index,
 ) -> Scorer:
-    """Inner product of published vectors; customers without one are embedded from features, and
-    catalogue products the version does not have rank last."""
+    """Inner product of published vectors (in float32, as serving computes it); customers without
+    one are embedded from features, and catalogue products the version does not have rank last."""
     items = np.full((len(products), item_vectors.shape[1]), 0.0, np.float32)
     present = products.get_indexer(pd.Index(product_codes))
     items[present[present >= 0]] = item_vectors[present >= 0]
@@ -194,8 +357,8 @@ def vectors_scorer(
         rows = index.get_indexer(customers)
         users = np.stack(
             [user_vectors[r] if r >= 0 else embed(int(c)) for r, c in zip(rows, customers, strict=True)]
-        )
-        scores = users @ items.T
+        ).astype(np.float32)
+        scores = (users @ items.T).astype(np.float64)
         scores[:, missing] = -np.inf
         return scores
 

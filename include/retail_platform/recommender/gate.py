@@ -1,21 +1,75 @@
-"""The gate: a model is published only when it beats popularity and does not fall behind production.
+"""The gate: a version is published only when it is materially better than popularity, measurably
+better than every baseline a data scientist tries first, for known and for new customers, and no
+worse than production.
 
-Both rules read NDCG@10 for known customers (the figure the model is trained to move):
+Each rule reads NDCG@10 per customer, so differences are *paired* (the same customers, their own
+figures), with a 95% interval:
 
-1. it beats the popularity baseline by at least ``margin`` (a fraction): last week's popular list, as
-   served today (``popular_7d``), or, stricter, the best of that, popularity over the training
-   period and popularity in the customer's country (``best``);
-2. it is at most ``tolerance`` (a fraction) below the model now in production, measured on the
-   same test period, or, when production saw that period, as recorded at its own evaluation.
+1. known customers: the model's mean beats the best popularity baseline (the popular list as served,
+   popularity, popularity by country: what customers get without a model) by at least ``margin``
+   (a fraction);
+2. known customers: the paired difference with the best baseline of all (those, the favourite
+   line and its line x scale variant, item-item co-occurrence; never the model's own recipe) lies
+   above zero (its interval's lower bound);
+3. new customers: the model is not measurably worse than the best baseline for them (the paired
+   difference's upper bound is not below zero);
+4. known customers: the model is at most ``tolerance`` (a fraction) below the model in production,
+   measured on the same test period, or, when production saw that period, as recorded at its own
+   evaluation.
+
+``baseline="popular_7d"`` narrows rules 1-3 to the popular list as served. Every reason names the
+baseline, both means and the paired difference with its interval.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-POPULARITY_METHODS = ("popular_7d", "popularity", "popular_by_country")
-SERVED_TODAY, BEST = "popular_7d", "best"
+import numpy as np
+
+from retail_platform.recommender.evaluation import KNOWN, NEW, Estimate, paired
+
 MODEL, PRODUCTION = "model", "production"
+SERVED_TODAY, BEST = "popular_7d", "best"
+POPULARITY = ("popular_7d", "popularity", "popular_by_country")  # what serves without a model
+BASELINES = (*POPULARITY, "favourite_line", "line_x_scale", "cooccurrence")
+LIGHTFM, FAVOURITE_LINE, AUTO = "lightfm", "favourite_line", "auto"
+RECIPES = (AUTO, LIGHTFM, FAVOURITE_LINE)  # auto: LightFM, or the heuristic when the gate refuses LightFM
+# A model is not compared with itself: the served heuristic is not gated against its own variants.
+OWN_FAMILY = {FAVOURITE_LINE: {"favourite_line", "line_x_scale"}, LIGHTFM: set()}
+
+
+@dataclass(frozen=True)
+class GateRules:
+    margin: float
+    tolerance: float
+    baseline: str = BEST
+    recipe: str = LIGHTFM
+
+    def comparison_set(self) -> tuple[str, ...]:
+        """The baselines of rules 2 and 3."""
+        if self.baseline == SERVED_TODAY:
+            return (SERVED_TODAY,)
+        return tuple(b for b in BASELINES if b not in OWN_FAMILY.get(self.recipe, set()))
+
+    def margin_set(self) -> tuple[str, ...]:
+        """The baselines of rule 1."""
+        return (SERVED_TODAY,) if self.baseline == SERVED_TODAY else POPULARITY
+
+
+@dataclass(frozen=True)
+class Comparison:
+    segment: str
+    baseline: str
+    model_ndcg: float
+    baseline_ndcg: float
+    difference: Estimate  # paired, model - baseline
+
+    def describe(self) -> str:
+        return (
+            f"{self.segment} customers: NDCG@10 {self.model_ndcg:.4f} vs {self.baseline} "
+            f"{self.baseline_ndcg:.4f}, paired difference {self.difference}"
+        )
 
 
 @dataclass(frozen=True)
@@ -23,8 +77,9 @@ class GateDecision:
     approved: bool
     reasons: list[str] = field(default_factory=list)
     model_ndcg: float = 0.0
-    best_popularity: str = ""
-    popularity_ndcg: float = 0.0
+    best_baseline: str = ""
+    baseline_ndcg: float = 0.0
+    comparisons: list[Comparison] = field(default_factory=list)
     production_ndcg: float | None = None
     production_basis: str | None = None
 
@@ -36,40 +91,74 @@ class GateDecision:
         return f"{verdict}: " + "; ".join(self.reasons)
 
 
+def best_baseline(segment: str, scores: dict[str, np.ndarray], among: tuple[str, ...]) -> Comparison | None:
+    """The comparison with the strongest baseline of ``among`` (by mean NDCG@10) in a segment."""
+    candidates = [b for b in among if b in scores]
+    if MODEL not in scores or not candidates or len(scores[MODEL]) == 0:
+        return None
+    best = max(candidates, key=lambda b: float(np.mean(scores[b])))
+    model, base = scores[MODEL], scores[best]
+    return Comparison(segment, best, float(np.mean(model)), float(np.mean(base)), paired(model, base))
+
+
+def _margin_rule(c: Comparison, margin: float) -> tuple[bool, str]:
+    needed = c.baseline_ndcg * (1 + margin)
+    beats = c.model_ndcg >= needed
+    verdict = "beats" if beats else "does not beat"
+    return beats, f"{c.describe()}: {verdict} {c.baseline} by {margin:.0%} (needs {needed:.4f})"
+
+
+def _paired_rule(c: Comparison) -> tuple[bool, str]:
+    above = c.difference.low > 0
+    return above, f"{c.describe()}: " + ("above zero" if above else "not above zero")
+
+
+def _new_rule(c: Comparison | None) -> tuple[bool, str]:
+    if c is None:
+        return True, "new customers: none in the test period (not gated)"
+    worse = c.difference.high < 0
+    return (not worse), f"{c.describe()}: " + ("worse than" if worse else "not worse than") + f" {c.baseline}"
+
+
+def _production_rule(model: float, production: float, basis: str | None, tolerance: float):
+    floor = production * (1 - tolerance)
+    if model >= floor:
+        return True, f"not worse than production {production:.4f} ({basis}) beyond {tolerance:.0%}"
+    return False, (
+        f"NDCG@10 {model:.4f} is more than {tolerance:.0%} below production {production:.4f} "
+        f"({basis}; needs {floor:.4f})"
+    )
+
+
 def decide(
-    known: dict[str, float],
+    scores: dict[str, dict[str, np.ndarray]],
+    rules: GateRules,
     *,
-    margin: float,
-    tolerance: float,
-    baseline: str = SERVED_TODAY,
     production_ndcg: float | None = None,
     production_basis: str | None = None,
 ) -> GateDecision:
-    """``known``: NDCG@10 for known customers by method (``model`` and the popularity methods)."""
-    model = known[MODEL]
-    methods = POPULARITY_METHODS if baseline == BEST else (SERVED_TODAY,)
-    baselines = {m: known[m] for m in methods if m in known}
-    best = max(baselines, key=baselines.get)
-    needed = baselines[best] * (1 + margin)
-    reasons, approved = [], True
-    if model >= needed:
-        reasons.append(f"NDCG@10 {model:.4f} beats {best} {baselines[best]:.4f} by {margin:.0%} or more")
-    else:
-        approved = False
-        reasons.append(
-            f"NDCG@10 {model:.4f} does not beat {best} {baselines[best]:.4f} by {margin:.0%} "
-            f"(needs {needed:.4f})"
+    """``scores``: per-customer NDCG@10 by segment (``known``, ``new``) and method (``model`` and the
+    baselines), each method's array over the same customers in the same order."""
+    known_scores = scores.get(KNOWN, {})
+    popular = best_baseline(KNOWN, known_scores, rules.margin_set())
+    known = best_baseline(KNOWN, known_scores, rules.comparison_set())
+    if popular is None or known is None:
+        raise ValueError(
+            f"the gate needs the model and {', '.join(rules.comparison_set())} for known customers"
         )
+    new = best_baseline(NEW, scores.get(NEW, {}), rules.comparison_set())
+    checks = [_margin_rule(popular, rules.margin), _paired_rule(known), _new_rule(new)]
     if production_ndcg is not None:
-        floor = production_ndcg * (1 - tolerance)
-        if model >= floor:
-            reasons.append(
-                f"not worse than production {production_ndcg:.4f} ({production_basis}) beyond {tolerance:.0%}"
-            )
-        else:
-            approved = False
-            reasons.append(
-                f"NDCG@10 {model:.4f} is more than {tolerance:.0%} below production {production_ndcg:.4f} "
-                f"({production_basis}; needs {floor:.4f})"
-            )
-    return GateDecision(approved, reasons, model, best, baselines[best], production_ndcg, production_basis)
+        checks.append(_production_rule(known.model_ndcg, production_ndcg, production_basis, rules.tolerance))
+    failed = [reason for ok, reason in checks if not ok]
+    passed = [reason for ok, reason in checks if ok]
+    return GateDecision(
+        approved=not failed,
+        reasons=failed + passed,  # why it was refused first
+        model_ndcg=known.model_ndcg,
+        best_baseline=known.baseline,
+        baseline_ndcg=known.baseline_ndcg,
+        comparisons=[c for c in (popular, known, new) if c is not None],
+        production_ndcg=production_ndcg,
+        production_basis=production_basis,
+    )

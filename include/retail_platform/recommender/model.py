@@ -40,16 +40,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: int = 5
+    recipe: str = "lightfm"  # or "favourite_line" (see retail_platform.recommender.gate.RECIPES)
+    epochs: int = 3
     learning_rate: float = 0.05
     seed: int = 42
     threads: int = 1
     components: int = COMPONENTS
     loss: str = "warp"
-    max_sampled: int = 10
+    max_sampled: int = 30  # WARP negatives tried per positive: 30 beat 10 (docs/notes/recommender.md)
     user_alpha: float = 1e-6
     item_alpha: float = 1e-6
     buckets: int = 5  # quantile buckets of credit limit, price, MSRP and stock
+    popularity_weight: float = 0.005  # favourite_line: popularity's weight beside the line shares
     normalize: bool = (
         False  # True: each row's feature weights sum to 1 (LightFM's habit); False: each weighs 1
     )
@@ -72,7 +74,7 @@ class FittedModel:
     item_feature_vectors: np.ndarray  # float32: [embedding, bias]
     lightfm_state: dict  # the fitted LightFM arrays (the registry keeps them)
     train_seconds: float
-    train_cpu_seconds: float = 0.0  # this process's CPU time: the figure on a machine others share
+    train_cpu_seconds: float = 0.0  # this thread's CPU time: the figure on a machine others share
 
     def encoder(self) -> FeatureEncoder:
         return FeatureEncoder(self.spec, self.user_feature_names, self.user_feature_vectors)
@@ -158,7 +160,7 @@ def fit(data: TrainingData, interactions: pd.DataFrame, params: TrainParams) -> 
     import scipy.sparse as sp
     from lightfm import LightFM
 
-    started, cpu_started = time.perf_counter(), time.process_time()
+    started, cpu_started = time.perf_counter(), time.thread_time()
     spec = feature_spec(data, params.buckets) | {"weights": MEAN if params.normalize else SUM}
     matrices = feature_matrices(data, interactions, spec, params)
     customers, products = matrices.customers, matrices.products
@@ -216,7 +218,7 @@ def fit(data: TrainingData, interactions: pd.DataFrame, params: TrainParams) -> 
             "item_biases": model.item_biases,
         },
         train_seconds=time.perf_counter() - started,
-        train_cpu_seconds=time.process_time() - cpu_started,
+        train_cpu_seconds=time.thread_time() - cpu_started,
     )
 
 

@@ -86,11 +86,47 @@ def publish_popular(settings: RecommenderSettings, conninfo: str, build_id: str 
 
 
 def publish_version(
-    settings: RecommenderSettings, conninfo: str, version: str, *, popular: PopularList | None = None
+    settings: RecommenderSettings,
+    conninfo: str,
+    version: str,
+    *,
+    popular: PopularList | None = None,
+    build_id: str | None = None,
 ) -> store.CurrentPointer:
-    """Load a registered version (if not loaded yet) and switch to it, with the popular list if given."""
-    payload = Registry.from_settings(settings.platform).payload(version)
+    """Load a registered version (if not loaded yet) and switch to it, with the popular list if given.
+    Every product of the build's catalogue gets a vector (see ``catalogue_payload``)."""
+    payload = catalogue_payload(Registry.from_settings(settings.platform), version, settings, build_id)
     return store.publish(conninfo, payload, popular)
+
+
+def catalogue_payload(
+    registry: Registry, version: str, settings: RecommenderSettings, build_id: str | None = None
+) -> store.VersionPayload:
+    """The registered version, plus a vector computed from its features with the version's item
+    feature vectors for each product of the build's catalogue (``dim_products``) the model never saw,
+    and every product's line. A build exported before the catalogue was: the version as trained."""
+    import pyarrow.parquet as pq
+
+    from retail_platform.vectors.catalogue import catalogue_features, feature_table, with_catalogue
+
+    payload = registry.payload(version)
+    catalogue = read_export(settings.platform, build_id).catalogue
+    if catalogue is None:
+        log.warning(
+            "export build without a catalogue: version %s publishes its trained products only", version
+        )
+        return payload
+    products = catalogue_features(catalogue)
+    try:
+        items = pq.read_table(
+            f"{registry.folder(version)}/item_features.parquet", filesystem=registry.storage.fs
+        )
+    except FileNotFoundError:  # a recipe without item features: the lines still reach the fallback
+        log.warning("version %s has no item features: products it never saw get no vector", version)
+        return with_catalogue(
+            payload, [p for p in products if p.product_code in payload.product_codes], (), ()
+        )
+    return with_catalogue(payload, products, *feature_table(items))
 
 
 def rollback(settings: RecommenderSettings, conninfo: str, to: str | None = None) -> store.CurrentPointer:
@@ -153,7 +189,7 @@ def publish_decided(
     else:
         return {"published": False, "reason": run_plan["reason"]}
     popular = build_popular_list(settings, run_plan.get("build_id"))
-    pointer = publish_version(settings, conninfo, version, popular=popular)
+    pointer = publish_version(settings, conninfo, version, popular=popular, build_id=run_plan.get("build_id"))
     log.info("published version %s (%s); previous %s", pointer.version, why, pointer.previous_version)
     return {
         "published": True,
