@@ -450,3 +450,114 @@ def test_live_mode_inserts_and_ships_orders_now(sql, request, fixture, admin):
         newest = sql.query(db, "SELECT MAX(orderTimestamp), MAX(updated_at) FROM orders")[0]
         assert abs((newest[0] - stats.last_order_timestamp.replace(microsecond=0)).total_seconds()) <= 1
         assert newest[1] >= newest[0]
+
+
+# ---------------------------------------------------------------------- a calendar that ends now
+def _time_columns(source) -> dict[tuple[str, str], object]:
+    import pyarrow as pa
+
+    return {
+        (name, field.name): table.column(field.name)
+        for name, table in source.tables.items()
+        for field in table.schema
+        if pa.types.is_timestamp(field.type) or pa.types.is_date32(field.type)
+    }
+
+
+def test_a_calendar_ending_now_is_the_same_store_shifted():
+    """`ends_at` moves the calendar and nothing else: the same rows for a seed, each timestamp
+    before the last hour moved by the same whole hours, nothing after the end, dates that agree
+    with the timestamps."""
+    from datetime import datetime
+
+    import pyarrow.compute as pc
+
+    preset = get_preset("classic")
+    first_end = datetime(2026, 12, 6, 21, 40, 12)
+    first = generate(preset, seed=7, ends_at=first_end)
+    later = generate(preset, seed=7, ends_at=first_end + timedelta(hours=5, minutes=17))
+    published = generate(preset, seed=7)
+    for name in ("customers", "products", "orders", "orderdetails"):  # the preset's sizes
+        assert first.tables[name].num_rows == published.tables[name].num_rows, name
+    for name, table in first.tables.items():
+        times = [f.name for f in table.schema if f.name in {c for (_, c) in _time_columns(first)}]
+        assert table.drop_columns(times).equals(later.tables[name].drop_columns(times)), name
+    a = first.tables["orders"].column("orderTimestamp").to_numpy()
+    b = later.tables["orders"].column("orderTimestamp").to_numpy()
+    before_last_hour = a < np.datetime64("2026-12-06T21:00:00")
+    assert before_last_hour.sum() > 300 and set(b[before_last_hour] - a[before_last_hour]) == {
+        np.timedelta64(5 * 3600, "s")
+    }
+    for (name, column), values in _time_columns(first).items():
+        if column != "requiredDate":  # a due date may lie ahead
+            newest = pc.max(values).as_py()
+            newest = newest if isinstance(newest, datetime) else datetime.combine(newest, datetime.min.time())
+            assert newest <= first_end, f"{name}.{column} goes past the end: {newest}"
+    orders = first.tables["orders"].to_pandas()
+    assert (orders.orderTimestamp.dt.date == orders.orderDate).all()
+    assert orders.orderTimestamp.max() >= first_end - timedelta(hours=1)
+    assert published.tables["orders"].column("orderDate").to_numpy().max() == np.datetime64(preset.end)
+
+
+def test_a_spike_rises_through_the_last_hours_when_the_calendar_ends_now():
+    from datetime import datetime
+
+    ends_at = datetime(2026, 12, 6, 21, 40, 12)
+    source = generate(get_preset("classic"), seed=7, ends_at=ends_at)
+    spikes = source.truth["spikes"].to_pylist()
+    (now,) = [
+        s
+        for s in spikes
+        if s["start_hour"] + timedelta(hours=s["rise_hours"] - 1) == datetime(2026, 12, 6, 21)
+    ]
+    assert now["decay_hours"] == 0 and now["base_orders"] >= 2 and now["rise_hours"] >= 4
+    orders = source.tables["orders"].to_pandas()
+    lines = source.tables["orderdetails"].to_pandas()
+    customers = source.tables["customers"].to_pandas()
+    facts = lines.merge(orders, on="orderNumber").merge(
+        customers[["customerNumber", "country"]], on="customerNumber"
+    )
+    mine = facts[(facts.productCode == now["productCode"]) & (facts.country == now["country"])]
+    per_hour = mine.groupby(mine.orderTimestamp.dt.floor("h")).size()
+    hours = [now["start_hour"] + timedelta(hours=k) for k in range(now["rise_hours"])]
+    counts = [int(per_hour.get(h, 0)) for h in hours]
+    assert counts == sorted(set(counts)) and counts[-1] >= 8, counts  # rising every hour, to now
+    # The published calendar has no spike at its end.
+    published = generate(get_preset("classic"), seed=7).truth["spikes"].to_pylist()
+    assert all(s["start_hour"].date() < get_preset("classic").end for s in published)
+
+
+def test_live_spikes_rise_hour_by_hour_on_the_source(sql, classic, tmp_path):
+    """`retail live --spike-every`: a spike starts at once, its orders of one product from one
+    country rising each hour of the store's clock (two hours played in a few seconds)."""
+    from datetime import datetime
+
+    from retail_platform.sandbox.generator.live import SimulatedClock, read_live_spikes
+
+    _, db = classic
+    start = datetime(2026, 12, 6, 9, 50)
+    stats = run_live(
+        db, rate_per_s=2, duration_s=4, tick_s=0.25, seed=3, truth_dir=tmp_path,
+        spike_every=timedelta(hours=1), clock=SimulatedClock(start, speed=2.5 * 3600 / 4),
+    )  # fmt: skip
+    spikes = read_live_spikes(tmp_path)
+    assert stats.spikes_started == len(spikes) >= 2  # at once, then an hour later
+    first = spikes[0]
+    rows = sql.query(
+        db,
+        "SELECT HOUR(o.orderTimestamp), COUNT(*) FROM orders o JOIN orderdetails d USING (orderNumber) "
+        "JOIN customers c USING (customerNumber) WHERE d.productCode = %s AND c.country = %s "
+        "AND o.orderTimestamp >= %s GROUP BY 1 ORDER BY 1",
+        (first["product_code"], first["country"], start),
+    )
+    counts = dict(rows)
+    expected = first["orders_per_hour"]
+    assert [counts.get(h, 0) >= n for h, n in zip((9, 10, 11), expected, strict=True)] == [True, True, True]
+    assert counts.get(9, 0) < counts.get(10, 0) < counts.get(11, 0), counts
+    ((drift,),) = sql.query(
+        db,
+        "SELECT MAX(ABS(TIMESTAMPDIFF(SECOND, o.orderTimestamp, d.updated_at))) FROM orders o "
+        "JOIN orderdetails d USING (orderNumber) WHERE o.orderTimestamp BETWEEN %s AND %s",
+        (start, start + timedelta(hours=3)),
+    )
+    assert drift <= 1, "updated_at (the extraction's cursor) must follow the store's clock"

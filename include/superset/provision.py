@@ -9,9 +9,11 @@ Every step is idempotent, so it runs on every start-up:
 2. the `admin` user exists with the password from the environment;
 3. the bundle (include/superset/bundle: database, datasets, charts, the "Demand now" dashboard) is
    imported with overwrite, the warehouse connection taken from configuration;
-4. the `marketing` role can read the dashboards and the bundle's datasets, and nothing else: no
-   other dataset, no schema or database access (so no `ml` schema), no SQL Lab; the `marketing`
-   user has that role only.
+4. the `marketing` role is view-only: it opens the dashboards, filters and cross-filters them,
+   explores the bundle's datasets and downloads what a chart shows, and nothing else: it saves no
+   chart, dashboard, theme or annotation (the shared dashboard stays code), has no other dataset,
+   no schema or database access (so no `ml` schema) and no SQL Lab; the `marketing` user has that
+   role only.
 
 Environment (set by the launcher or a deployment; secrets never on the command line):
 SUPERSET_CONFIG_PATH, SUPERSET_SECRET_KEY, SUPERSET_ADMIN_PASSWORD, SUPERSET_MARKETING_PASSWORD,
@@ -80,10 +82,16 @@ def ensure_user(security_manager, username: str) -> object:
 
 
 def import_bundle(contents: dict[str, str], admin) -> None:
+    from superset.commands.exceptions import CommandInvalidError
     from superset.commands.importers.v1.assets import ImportAssetsCommand
     from superset.utils.core import override_user
 
     with override_user(admin):
+        command = ImportAssetsCommand(contents)
+        try:  # run() would say "unknown reason": say which file and field
+            command.validate()
+        except CommandInvalidError as invalid:
+            raise SystemExit(f"the bundle does not validate: {invalid.normalized_messages()}") from invalid
         ImportAssetsCommand(contents).run()
 
 
@@ -91,14 +99,56 @@ def dashboards_in(contents: dict[str, str]) -> list[str]:
     return [yaml.safe_load(text)["uuid"] for name, text in contents.items() if name.startswith("dashboards/")]
 
 
+# Gamma's permissions that create, change or delete content: marketing is view-only.
+WRITE_PERMISSIONS = frozenset(
+    {
+        "can_write",
+        "can_add",
+        "can_edit",
+        "can_delete",
+        "can_save",
+        "can_save_dash",
+        "can_copy_dash",
+        "can_overwrite",
+        "can_import",
+        "can_import_dashboards",
+        "can_tag",
+        "can_bulk_create",
+        "can_set_embedded",
+        "can_delete_embedded",
+        "can_invalidate",
+        "can_put_chart_customizations",
+        "can_export_streaming_csv",
+    }
+)
+# The page's own state (filters chosen, a shared link) is kept by POSTs to these: not content.
+UI_STATE_VIEWS = frozenset(
+    {
+        "DashboardFilterStateRestApi",
+        "ExploreFormDataRestApi",
+        "DashboardPermalinkRestApi",
+        "ExplorePermalinkRestApi",
+    }
+)
+
+
+def read_only(permissions) -> list:
+    """Gamma's permissions without any that creates, edits or deletes content."""
+    return [
+        pv
+        for pv in permissions
+        if pv.view_menu.name in UI_STATE_VIEWS or pv.permission.name not in WRITE_PERMISSIONS
+    ]
+
+
 def grant_marketing(security_manager, db, dashboard_uuids: list[str]) -> list[str]:
-    """The marketing role: Gamma's rights (see dashboards and charts, explore what it may read)
-    plus read access to the datasets of the bundle's dashboards, and nothing else."""
+    """The marketing role: Gamma's reading rights (see dashboards and charts, explore what it may
+    read) plus read access to the datasets of the bundle's dashboards, and nothing else."""
     from superset.models.dashboard import Dashboard
 
     role = security_manager.find_role(MARKETING_ROLE)
     gamma = security_manager.find_role("Gamma")
-    permissions = list(gamma.permissions)
+    permissions = read_only(gamma.permissions)
     granted = []
     for dashboard in db.session.query(Dashboard).filter(Dashboard.uuid.in_(dashboard_uuids)):
         for dataset in dashboard.datasources:
@@ -121,6 +171,10 @@ def scope_native_filters(db, dashboard_uuids: list[str]) -> None:
         for native_filter in metadata.get("native_filter_configuration", []):
             excluded = set(native_filter.get("scope", {}).get("excluded", []))
             native_filter["chartsInScope"] = [i for i in chart_ids if i not in excluded]
+        cross_filters = metadata.get("global_chart_configuration")
+        if cross_filters:  # the charts a click in another chart filters
+            excluded = set(cross_filters.get("scope", {}).get("excluded", []))
+            cross_filters["chartsInScope"] = [i for i in chart_ids if i not in excluded]
         dashboard.json_metadata = json.dumps(metadata)
 
 

@@ -6,6 +6,8 @@ or whose last rising hour is within RETAIL_SPIKE_ALERT_LOOKBACK_HOURS) and has n
 goes to marketing's channel once: Slack Block Kit through the `slack_marketing` connection, else
 the alerts file. Spikes in historical data are never announced.
 
+The message's button opens the dashboard filtered to the spike's product and country.
+
 Each announcement is recorded in the lake's state (`_state/dashboard/spike_alerts.json`) as soon
 as it is delivered: a retry after a failed delivery sends only the rest, and a rerun of the same
 build announces nothing twice.
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from retail_platform.alerts import Alert, context, deliver, header
+from retail_platform.dashboard.links import spike_dashboard_url
 from retail_platform.dashboard.settings import MARKETING_SLACK_CONN_ID, DashboardSettings
 from retail_platform.lake.storage import LakeStorage
 from retail_platform.settings import Settings
@@ -104,7 +107,9 @@ def _query_with_dbt(sql: str, settings: Settings) -> list[dict]:
 
 
 def spike_alert(spike: DemandSpike, dashboard_url: str) -> Alert:
-    """One Block Kit message: product, country, start, strength, still rising, the dashboard."""
+    """One Block Kit message: product, country, start, strength, still rising, and a button that
+    opens the dashboard filtered to the spike's product and country."""
+    dashboard_url = spike_dashboard_url(dashboard_url, spike.product_name, spike.product_code, spike.country)
     line = f", {spike.product_line}" if spike.product_line else ""
     region = f" ({spike.region})" if spike.region else ""
     started = f"{spike.spike_start:%Y-%m-%d %H:%M} UTC, {spike.rising_hours} hours rising"

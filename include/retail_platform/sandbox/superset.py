@@ -180,11 +180,11 @@ class SupersetServer:
             self._start()
         return self
 
-    def _start(self) -> None:
-        if self.pid() is not None:
-            self.stop()
+    def server_argv(self) -> list[str]:
+        """gunicorn in the foreground (what `_start` runs in the background, and supervisord under
+        `./platform up`)."""
         bind = f"{self.settings.superset_host}:{self.settings.superset_port}"
-        cmd = [
+        return [
             str(self.settings.bi_venv / "bin" / "gunicorn"),
             "--bind", bind,
             "--workers", "1",
@@ -195,6 +195,12 @@ class SupersetServer:
             "--access-logfile", "-",
             "superset.app:create_app()",
         ]  # fmt: skip
+
+    def _start(self) -> None:
+        if self.pid() is not None:
+            self.stop()
+        bind = f"{self.settings.superset_host}:{self.settings.superset_port}"
+        cmd = self.server_argv()
         with self.log_file.open("ab") as out:
             process = subprocess.Popen(
                 cmd, env=self.environment(), cwd=self.home, stdout=out, stderr=subprocess.STDOUT,
@@ -237,7 +243,8 @@ def announce(server: SupersetServer) -> None:
     print(f"Superset: {settings.superset_url}  (bound to {settings.superset_host})")
     print(f"  dashboard 'Demand now': {settings.dashboard_url}")
     print(
-        f"  users: marketing (the dashboards only), admin; passwords in {server.credentials_file} (mode 600)"
+        f"  users: marketing (view only: dashboards, filters, cross-filters; saves nothing), admin; "
+        f"passwords in {server.credentials_file} (mode 600)"
     )
     try:
         print(f"  reads the published warehouse {published_snapshot(settings.platform)} read-only")
@@ -259,6 +266,11 @@ def main(argv: list[str]) -> int:
     if args.action == "status":
         print(server.describe() if server.is_running() else "Superset is not running")
         return 0 if server.is_running() else 1
-    server.ensure_running()
+    from retail_platform.sandbox.launcher import step
+
+    with step("Superset's own environment (installed on first use)"):
+        server.ensure_environment()
+    with step(f"Superset: users, dashboards as code, the server on {server.settings.superset_url}"):
+        server.ensure_running()
     announce(server)
     return 0

@@ -1,4 +1,5 @@
--- Hourly demand by product and country, with the product line and region for roll-ups.
+-- Hourly demand by product and country, with the product's name and line and the region for
+-- roll-ups.
 -- One row per hour a product sold in a country; on the unmodified schema the grain is daily
 -- (order_hour at midnight, has_order_time false).
 with demand as (
@@ -16,6 +17,7 @@ country_regions as (
 select
     cast(demand.order_hour as timestamp) as order_hour,
     cast(demand.product_code as {{ dbt.type_string() }}) as product_code,
+    cast(products.product_name as {{ dbt.type_string() }}) as product_name,
     cast(products.product_line as {{ dbt.type_string() }}) as product_line,
     cast(demand.country as {{ dbt.type_string() }}) as country,
     cast(country_regions.region as {{ dbt.type_string() }}) as region,

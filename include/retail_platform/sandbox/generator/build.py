@@ -9,6 +9,10 @@ What makes it useful downstream:
   out as ground truth, so a recommender can be scored against what is really there.
 * **Injected demand spikes.** A product in a country gets extra orders that rise for
   2–6 hours, then decay. Each spike and its hours are ground truth for spike detection.
+* **A calendar that ends now, on request.** ``ends_at`` moves the store's calendar so that its
+  data ends at that moment (see ``calendar.py``), and the last spike rises through the last hours:
+  a spike happening now. Without it the preset's own dates are kept (the classic preset: the
+  published dump's). Either way the store is the same for a seed, apart from the shift.
 * **Consistency.** Addresses come from cities with their own states and postal codes;
   ``buyPrice < MSRP``; shipped orders have shipped dates and exactly one payment equal
   to the order total; order numbers increase with time.
@@ -28,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from retail_platform.sandbox.generator import reference as ref
+from retail_platform.sandbox.generator.calendar import CalendarShift, naive_utc_seconds
 from retail_platform.sandbox.generator.presets import Preset
 from retail_platform.sandbox.generator.schema import VARIANTS
 
@@ -50,9 +55,14 @@ class GeneratedSource:
     metadata: dict = field(default_factory=dict)
 
 
-def generate(preset: Preset, seed: int = 42, variant: str = "modern") -> GeneratedSource:
+def generate(
+    preset: Preset, seed: int = 42, variant: str = "modern", ends_at: datetime | None = None
+) -> GeneratedSource:
+    """The store for ``preset`` and ``seed``; with ``ends_at`` (UTC) its calendar is shifted to end
+    then, with the last spike still rising in the last hour."""
     if variant not in VARIANTS:
         raise ValueError(f"schema variant must be one of {VARIANTS}, got {variant!r}")
+    shift = None if ends_at is None else CalendarShift(preset.end, naive_utc_seconds(ends_at))
     streams = dict(zip(STAGES, np.random.SeedSequence(seed).spawn(len(STAGES)), strict=True))
     rng = {name: np.random.default_rng(s) for name, s in streams.items()}
 
@@ -60,7 +70,7 @@ def generate(preset: Preset, seed: int = 42, variant: str = "modern") -> Generat
     customers = _customers(rng["customers"], preset, reps_by_territory)
     products = _products(rng["products"], preset)
     tastes = _tastes(rng["tastes"], customers, products)
-    plans = _spike_plans(preset, seed)
+    plans = _spike_plans(preset, seed, rising_at_end=shift is not None)
     base = _base_orders(rng["orders"], preset, customers, plans)
     spikes = _spikes(rng["spikes"], preset, customers, products, plans)
     orders = _merge_orders(base, spikes)
@@ -81,14 +91,18 @@ def generate(preset: Preset, seed: int = 42, variant: str = "modern") -> Generat
         "payments": payments,
         "ratings": ratings.drop_columns(["_affinity"]),
     }
+    truth = _truth_tables(customers, products, tastes, ratings, spikes, thresholds)
+    if shift is not None:
+        tables = {name: shift.table(name, table) for name, table in tables.items()}
+        truth = {name: shift.table(name, table) for name, table in truth.items()}
     if variant == "original":
         tables = {name: _drop_modern_columns(name, table) for name, table in tables.items()}
-    truth = _truth_tables(customers, products, tastes, ratings, spikes, thresholds)
     metadata = {
         "preset": dataclasses.asdict(preset)
         | {"start": preset.start.isoformat(), "end": preset.end.isoformat()},
         "seed": seed,
         "variant": variant,
+        "calendar": "preset" if shift is None else shift.describe(),
         "row_counts": {name: table.num_rows for name, table in tables.items()},
         "rating_thresholds": [float(t) for t in thresholds],
         "taste_model": {
@@ -461,8 +475,10 @@ def _base_orders(rng, preset: Preset, customers, plans):
     return {"ts": ts, "cust": cust.astype(np.int64), "spike": np.full(n_total, -1, dtype=np.int64)}
 
 
-def _spike_plans(preset: Preset, seed: int) -> list[dict]:
-    """The spikes' shapes, drawn first so the base orders can make up the preset's exact total."""
+def _spike_plans(preset: Preset, seed: int, *, rising_at_end: bool = False) -> list[dict]:
+    """The spikes' shapes, drawn first so the base orders can make up the preset's exact total.
+    ``rising_at_end``: the last spike rises through the calendar's last hours (no decay: the data
+    ends before it), strong enough for the warehouse's spike rule (at least 2, 4, 6, 8 orders)."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, preset.spikes, preset.orders]))
     plans = []
     for spike_id in range(preset.spikes):
@@ -475,6 +491,17 @@ def _spike_plans(preset: Preset, seed: int) -> list[dict]:
         plans.append(
             {"spike_id": spike_id, "rise": rise, "decay": decay, "base": base, "orders_per_hour": per_hour}
         )
+    if rising_at_end and plans:
+        last = plans[-1]
+        rise, base = max(last["rise"], 4), max(last["base"], 2)
+        per_hour = [base * (i + 1) for i in range(rise)]
+        plans[-1] = last | {
+            "rise": rise,
+            "decay": 0,
+            "base": base,
+            "orders_per_hour": per_hour,
+            "at_end": True,
+        }
     return plans
 
 
@@ -494,6 +521,9 @@ def _spikes(rng, preset: Preset, customers, products, plans):
             product = int(rng.choice(len(pop), p=pop / pop.sum()))
             day = first_day + timedelta(days=int(rng.integers(0, span_days)))
             start = datetime.combine(day, time(int(rng.integers(8, 15))))
+            if plan.get("at_end"):  # rising through the calendar's last hour
+                start = datetime.combine(preset.end, time(23)) - timedelta(hours=plan["rise"] - 1)
+                day = start.date()
             key = (country, product, day.toordinal())
             if key not in used:
                 used.add(key)

@@ -4,16 +4,23 @@ Each tick inserts a Poisson number of orders stamped with the current time (with
 lines, and a rating for each newly purchased pair), ships some orders that are in
 process (status, shippedDate, a payment), and commits. It runs on both schema
 variants: ``orderTimestamp`` and ``updated_at`` are filled only where they exist.
+
+With ``spike_every`` a demand spike starts every so often (see ``LiveSpikes``): one product's
+orders from one country rise hour by hour, as the warehouse's spike rule looks for. Each spike is
+written as ground truth (``live_spikes.jsonl`` beside the generator's truth) when it starts, so a
+measurement can time "spike start → alert → dashboard".
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +39,67 @@ class LiveStats:
     ratings_inserted: int = 0
     last_order_timestamp: datetime | None = None
     inserted_order_numbers: list[int] = field(default_factory=list)
+    spikes_started: int = 0
+    spike_orders: int = 0
+
+
+Clock = Callable[[], datetime]
+LIVE_SPIKES_FILE = "live_spikes.jsonl"
+MEAN_LINES_PER_ORDER = 3.5  # tick() draws 1..6 lines an order
+
+
+def utc_clock() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class LiveSpike:
+    """A spike the live store plays: ``orders_per_hour[k]`` orders of the product from customers of
+    the country in the k-th clock hour from the start's hour, each hour's orders placed at its first
+    tick (the rule reads whole hours: the spike can be seen from the start of its second hour)."""
+
+    spike_id: str
+    product_code: str
+    country: str
+    started_at: datetime
+    orders_per_hour: list[int]
+    inserted: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def start_hour(self) -> datetime:
+        return self.started_at.replace(minute=0, second=0, microsecond=0)
+
+    def due(self, now: datetime) -> int:
+        """Orders to place now: what the current hour should have minus what it has."""
+        k = int((now.replace(minute=0, second=0, microsecond=0) - self.start_hour) / timedelta(hours=1))
+        if not 0 <= k < len(self.orders_per_hour):
+            return 0
+        return max(0, self.orders_per_hour[k] - self.inserted.get(k, 0))
+
+    def record(self, now: datetime, count: int) -> None:
+        k = int((now.replace(minute=0, second=0, microsecond=0) - self.start_hour) / timedelta(hours=1))
+        self.inserted[k] = self.inserted.get(k, 0) + count
+
+    def finished(self, now: datetime) -> bool:
+        return now >= self.start_hour + timedelta(hours=len(self.orders_per_hour))
+
+    def truth(self) -> dict:
+        doc = asdict(self)
+        doc.pop("inserted")
+        return doc | {"started_at": self.started_at.isoformat(), "start_hour": self.start_hour.isoformat()}
 
 
 class LiveStore:
-    def __init__(self, admin: MySQLConnectionInfo, *, seed: int | None = None, truth_dir: Path | None = None):
+    def __init__(
+        self,
+        admin: MySQLConnectionInfo,
+        *,
+        seed: int | None = None,
+        truth_dir: Path | None = None,
+        clock: Clock = utc_clock,
+    ):
         self.admin = admin
+        self.clock = clock
         self.rng = np.random.default_rng(seed)
         self.conn = connect(admin, autocommit=False)
         with self.conn.cursor() as cur:
@@ -45,8 +108,12 @@ class LiveStore:
                 (admin.database,),
             )
             self.columns = {(t, c) for t, c in cur.fetchall()}
-            cur.execute("SELECT customerNumber FROM customers WHERE creditLimit > 0 ORDER BY customerNumber")
-            self.customers = np.array([r[0] for r in cur.fetchall()])
+            cur.execute(
+                "SELECT customerNumber, country FROM customers WHERE creditLimit > 0 ORDER BY customerNumber"
+            )
+            buyers = cur.fetchall()
+            self.customers = np.array([r[0] for r in buyers])
+            self.countries = np.array([r[1] for r in buyers])
             cur.execute("SELECT productCode, MSRP FROM products ORDER BY productCode")
             rows = cur.fetchall()
         if len(self.customers) == 0 or not rows:
@@ -87,16 +154,31 @@ class LiveStore:
         )
         return int(1 + np.searchsorted(thresholds, affinity + self.rng.normal(0, 0.6)))
 
-    def tick(self, n_orders: int, n_ship: int, stats: LiveStats) -> None:
-        now = datetime.now(UTC).replace(tzinfo=None)
+    def tick(
+        self,
+        n_orders: int,
+        n_ship: int,
+        stats: LiveStats,
+        spike_orders: list[tuple[int, int]] = (),
+        now: datetime | None = None,
+    ) -> None:
+        """One commit: ``n_orders`` ordinary orders, ``spike_orders`` (customer, product index)
+        orders of one line each, ``n_ship`` orders shipped."""
+        now = now or self.clock()
         has_ts = ("orders", "orderTimestamp") in self.columns
         with self.conn.cursor() as cur:
+            if self.clock is not utc_clock:
+                # `updated_at` (DEFAULT / ON UPDATE CURRENT_TIMESTAMP) follows the store's clock too.
+                cur.execute("SET timestamp = %s", ((now - datetime(1970, 1, 1)).total_seconds(),))
             cur.execute("SELECT COALESCE(MAX(orderNumber), 10099) FROM orders FOR UPDATE")
             next_number = cur.fetchone()[0] + 1
             p = self.popularity / self.popularity.sum()
-            for i in range(n_orders):
+            for i, spike_order in enumerate([*[None] * n_orders, *spike_orders]):
                 number = next_number + i
-                customer = int(self.rng.choice(self.customers))
+                if spike_order is None:
+                    customer, spike_product = int(self.rng.choice(self.customers)), None
+                else:
+                    customer, spike_product = spike_order
                 cols = ["orderNumber", "orderDate", "requiredDate", "status", "customerNumber"]
                 vals = [number, now.date(), now.date(), "In Process", customer]
                 if has_ts:
@@ -106,10 +188,13 @@ class LiveStore:
                     f"INSERT INTO orders ({', '.join(f'`{c}`' for c in cols)}) VALUES ({', '.join(['%s'] * len(cols))})",
                     vals,
                 )
-                k = int(self.rng.integers(1, 7))
-                picks = self.rng.choice(
-                    len(self.products), size=min(k, len(self.products)), replace=False, p=p
-                )
+                if spike_product is None:
+                    k = int(self.rng.integers(1, 7))
+                    picks = self.rng.choice(
+                        len(self.products), size=min(k, len(self.products)), replace=False, p=p
+                    )
+                else:
+                    picks = [spike_product]
                 lines = [
                     (
                         number,
@@ -133,7 +218,8 @@ class LiveStore:
                 stats.ratings_inserted += cur.rowcount
                 stats.lines_inserted += len(lines)
                 stats.inserted_order_numbers.append(number)
-            stats.orders_inserted += n_orders
+            stats.orders_inserted += n_orders + len(spike_orders)
+            stats.spike_orders += len(spike_orders)
             if n_ship:
                 cur.execute(
                     "SELECT o.orderNumber, o.customerNumber, SUM(d.quantityOrdered * d.priceEach) "
@@ -154,11 +240,92 @@ class LiveStore:
                     )
                     stats.orders_shipped += 1
         self.conn.commit()
-        if n_orders:
+        if n_orders or spike_orders:
             stats.last_order_timestamp = now
 
     def close(self) -> None:
         self.conn.close()
+
+
+class SimulatedClock:
+    """Time that starts at ``start`` and runs ``speed`` times faster than the wall clock (tests and
+    demonstrations play hours of a live store in seconds)."""
+
+    def __init__(self, start: datetime, speed: float):
+        self.start, self.speed, self._t0 = start, speed, time.monotonic()
+
+    def __call__(self) -> datetime:
+        return self.start + timedelta(seconds=(time.monotonic() - self._t0) * self.speed)
+
+
+class LiveSpikes:
+    """Starts a spike every ``every`` of the store's clock (the first at once) and hands the store
+    the spike orders due at each tick. A spike's hourly orders start at twice the product's usual
+    hourly orders in that country at ``rate_per_s`` (orders a second of the store's clock; at least
+    2), so it stands out of the live orders as the warehouse's rule requires (rising, at least 3×
+    the usual level)."""
+
+    def __init__(
+        self,
+        store: LiveStore,
+        *,
+        every: timedelta,
+        rate_per_s: float,
+        rise_hours: int = 3,
+        truth_file: Path | None = None,
+    ):
+        self.store, self.every, self.rate_per_s, self.rise_hours = store, every, rate_per_s, rise_hours
+        self.truth_file = truth_file
+        self.active: list[LiveSpike] = []
+        self.next_start: datetime | None = None
+        self.countries = sorted({c for c in store.countries if (store.countries == c).sum() >= 2})
+
+    def due_orders(self, now: datetime, stats: LiveStats) -> list[tuple[int, int]]:
+        if self.countries and (self.next_start is None or now >= self.next_start):
+            self.active.append(self._start(now))
+            stats.spikes_started += 1
+            self.next_start = now + self.every
+        orders = []
+        for spike in self.active:
+            count = spike.due(now)
+            if count:
+                buyers = self.store.customers[self.store.countries == spike.country]
+                product = self.store.products.index(spike.product_code)
+                orders += [(int(c), product) for c in self.store.rng.choice(buyers, size=count)]
+                spike.record(now, count)
+        self.active = [s for s in self.active if not s.finished(now)]
+        return orders
+
+    def _start(self, now: datetime) -> LiveSpike:
+        rng, store = self.store.rng, self.store
+        busy = {(s.product_code, s.country) for s in self.active}
+        while True:
+            product = int(rng.integers(len(store.products)))
+            country = str(rng.choice(self.countries))
+            if (store.products[product], country) not in busy:
+                break
+        share = (store.countries == country).mean()
+        popularity = store.popularity[product] / store.popularity.sum()
+        usual = self.rate_per_s * 3600 * MEAN_LINES_PER_ORDER * popularity * share
+        base = max(2, math.ceil(2 * usual))
+        spike = LiveSpike(
+            spike_id=f"live-{now:%Y%m%dT%H%M%S}-{store.products[product]}-{country}",
+            product_code=store.products[product],
+            country=country,
+            started_at=now.replace(microsecond=0),
+            orders_per_hour=[base * (k + 1) for k in range(self.rise_hours)],
+        )
+        if self.truth_file is not None:
+            self.truth_file.parent.mkdir(parents=True, exist_ok=True)
+            with self.truth_file.open("a") as out:
+                out.write(json.dumps(spike.truth()) + "\n")
+        log.info(
+            "live spike started: %s in %s, %s orders an hour",
+            spike.product_code,
+            country,
+            spike.orders_per_hour,
+        )
+        return spike
 
 
 def run_live(
@@ -171,26 +338,46 @@ def run_live(
     seed: int | None = None,
     truth_dir: Path | None = None,
     stop: threading.Event | None = None,
+    spike_every: timedelta | None = None,
+    clock: Clock = utc_clock,
 ) -> LiveStats:
-    """Insert ~rate_per_s orders a second until duration_s passes or stop is set."""
-    store = LiveStore(admin, seed=seed, truth_dir=truth_dir)
+    """Insert ~rate_per_s orders a second until duration_s passes or stop is set; with
+    ``spike_every``, a demand spike starts at once and then every so often (clock time)."""
+    store = LiveStore(admin, seed=seed, truth_dir=truth_dir, clock=clock)
     stats = LiveStats()
     stop = stop or threading.Event()
+    spikes = None
+    if spike_every is not None:
+        truth_file = None if truth_dir is None else truth_dir / LIVE_SPIKES_FILE
+        # The usual level a spike must stand out of, in orders per hour of the store's clock.
+        per_clock_s = rate_per_s / getattr(clock, "speed", 1.0)
+        spikes = LiveSpikes(store, every=spike_every, rate_per_s=per_clock_s, truth_file=truth_file)
     deadline = None if duration_s is None else time.monotonic() + duration_s
     try:
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             started = time.monotonic()
             n_orders = int(store.rng.poisson(rate_per_s * tick_s))
             n_ship = int(store.rng.binomial(n_orders, ship_fraction)) if n_orders else 0
-            store.tick(n_orders, n_ship, stats)
+            now = clock()
+            spike_orders = [] if spikes is None else spikes.due_orders(now, stats)
+            store.tick(n_orders, n_ship, stats, spike_orders, now=now)
             stop.wait(max(0.0, tick_s - (time.monotonic() - started)))
     finally:
         store.close()
     log.info(
-        "live: %d orders, %d lines, %d shipped, %d ratings",
+        "live: %d orders, %d lines, %d shipped, %d ratings, %d spikes started",
         stats.orders_inserted,
         stats.lines_inserted,
         stats.orders_shipped,
         stats.ratings_inserted,
+        stats.spikes_started,
     )
     return stats
+
+
+def read_live_spikes(truth_dir: Path) -> list[dict]:
+    """The spikes the live store started (ground truth), oldest first."""
+    path = truth_dir / LIVE_SPIKES_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
