@@ -19,11 +19,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def airflow_stack(mariadb, tmp_path_factory, dbt_manifest):
-    """Airflow's four services from the stack's own code, on the test's sandbox MariaDB, with a
-    metadata database of their own (the session's stays the in-process tests')."""
+def airflow_stack(mariadb, vector_db, tmp_path_factory, dbt_manifest, dagbag):
+    """Airflow's four services from the stack's own code, under its supervisor, on the test's sandbox
+    MariaDB, with a metadata database of their own in the sandbox's PostgreSQL (as `up` keeps it; the
+    session's SQLite stays the in-process tests')."""
     from retail_platform.sandbox.seed import seed_source
     from retail_platform.sandbox.stack import Stack, start_airflow
+    from retail_platform.sandbox.supervisor import Supervisor
 
     seed_source(preset="classic", replace=True)
     tmp = tmp_path_factory.mktemp("airflow-ui")
@@ -35,13 +37,32 @@ def airflow_stack(mariadb, tmp_path_factory, dbt_manifest):
         # Only the run the test triggers: no scheduled extraction and build competing for two cores.
         mp.setenv("AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE", "False")
         stack = Stack.from_env()
+        supervisor = Supervisor(tmp / "state")
         started = time.monotonic()
         try:
-            start_airflow(stack, dict(mariadb.connection_env()))
+            supervisor.start()
+            metadata = vector_db.database_url("airflow_ui")
+            start_airflow(stack, supervisor, dict(mariadb.connection_env()), metadata)
             print(f"Airflow set up and started in {time.monotonic() - started:.0f} s")
+            _wait_until_parsed(metadata, set(dagbag.dag_ids))
             yield stack
         finally:
-            stack.stop_processes()
+            supervisor.shutdown()
+
+
+def _wait_until_parsed(metadata_url: str, dag_ids: set[str], timeout: float = 300) -> None:
+    """The DAG processor's first pass on a fresh metadata database can take minutes on a loaded
+    machine: the UI is looked at once every DAG is in it."""
+    import psycopg
+
+    url = metadata_url.replace("postgresql+psycopg2://", "postgresql://")
+    deadline = time.monotonic() + timeout
+    while True:
+        with psycopg.connect(url) as conn:
+            parsed = {r[0] for r in conn.execute("select dag_id from serialized_dag")}
+        if dag_ids <= parsed or time.monotonic() > deadline:
+            return
+        time.sleep(2)
 
 
 @pytest.fixture(scope="module")

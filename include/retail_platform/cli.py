@@ -62,6 +62,8 @@ def _cmd_generate(args) -> int:
 
 
 def _cmd_live(args) -> int:
+    from datetime import timedelta
+
     from retail_platform.sandbox.generator.live import run_live
     from retail_platform.sandbox.seed import sandbox_source
 
@@ -70,10 +72,11 @@ def _cmd_live(args) -> int:
     stats = run_live(
         admin,
         rate_per_s=args.rate,
-        duration_s=args.duration,
+        duration_s=args.duration or None,
         ship_fraction=args.ship_fraction,
         seed=args.seed,
         truth_dir=settings.ground_truth_dir / admin.database,
+        spike_every=timedelta(minutes=args.spike_every) if args.spike_every > 0 else None,
     )
     print(json.dumps({k: v for k, v in vars(stats).items() if k != "inserted_order_numbers"}, default=str))
     return 0
@@ -335,6 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=60.0, help="seconds (0: until interrupted)")
     p.add_argument("--ship-fraction", type=float, default=0.3, help="orders shipped per order inserted")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--spike-every",
+        type=float,
+        default=60.0,
+        metavar="MINUTES",
+        help="start a demand spike at once and then every MINUTES (0: none)",
+    )
     p.set_defaults(func=_cmd_live)
 
     p = sub.add_parser("show", help="row counts in the source (read-only user)")
@@ -411,6 +421,7 @@ ROOM_COMMANDS = {
     "dashboard": "retail_platform.sandbox.superset",  # sandbox: Superset with the dashboards as code
     "up": "retail_platform.sandbox.stack",  # sandbox: the whole platform on its schedules
     "down": "retail_platform.sandbox.stack",
+    "status": "retail_platform.sandbox.stack",
 }
 
 

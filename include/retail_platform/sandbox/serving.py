@@ -1,11 +1,14 @@
 """The serving side on one machine: `./platform serve`, and the demonstration at the end of
 `./platform run`.
 
-It starts the sandbox's PostgreSQL (the vector store) and Kinesis (moto's server), then the stream
-consumer and the API as processes of their own on 127.0.0.1, handing them the sandbox's connections
-and a generated API key (kept in ``<state>/serving/instance.json``, mode 600) the way a deployment
-would hand them real ones. ``serving_processes`` describes those two processes for whoever runs the
-whole platform (`./platform up`).
+`serve` runs, under supervisord (``sandbox/supervisor.py``), the sandbox's PostgreSQL (the vector
+store) and Kinesis (moto), then the stream consumer and the API as programs of their own on
+127.0.0.1, handing them the sandbox's connections and a generated API key (kept in
+``<state>/serving/instance.json``, mode 600) the way a deployment would hand them real ones. Each is
+restarted when it dies, on its kept port and data; one part's death never stops the others.
+`serve` returns once all answer (like `docker compose up -d`); `./platform status` shows them,
+`./platform down` stops them. ``serving_processes`` describes the consumer and the API for whoever
+runs the whole platform (`./platform up`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from retail_platform.sandbox.launcher import step
+from retail_platform.sandbox.supervisor import Program, Supervisor
 from retail_platform.serving.settings import ServingSettings
 
 PARTS = {"postgres", "kinesis"}
@@ -37,6 +42,9 @@ class ServiceSpec:
     env: dict[str, str] = field(repr=False)
     log_file: Path
     url: str | None = None
+
+    def program(self) -> Program:
+        return Program(self.name, self.argv, self.env, priority=50)
 
 
 def api_key_env(settings: ServingSettings) -> dict[str, str]:
@@ -119,42 +127,48 @@ def stop(processes: list[subprocess.Popen], timeout: float = 15) -> None:
             process.wait()
 
 
+def supervise_serving(supervisor: Supervisor, settings: ServingSettings, env: dict[str, str]) -> str:
+    """The consumer and the API under ``supervisor``; returns the API's address once it answers."""
+    specs = serving_processes(settings, env)
+    supervisor.add(*(spec.program() for spec in specs))
+    api = next(s for s in specs if s.url)
+    supervisor.wait_running(api.name, timeout=READY_TIMEOUT_S)
+    wait_ready(api.url)
+    return api.url
+
+
 def main(argv: list[str]) -> int:
+    from retail_platform.sandbox import launcher
+
     parser = argparse.ArgumentParser(
-        prog="retail serve", description="the stream, vector store, consumer and API"
+        prog="retail serve", description="the stream, vector store, consumer and API, supervised"
     )
     parser.parse_args(argv[1:])
     settings = ServingSettings.from_env()
-    env = sandbox_env(settings)
-    specs = serving_processes(settings, env)
-    processes = [start(spec) for spec in specs]
-    try:
-        api = next(s for s in specs if s.name == "api")
-        readiness = wait_ready(api.url, processes[1])
-        _print_where(settings, specs, readiness)
-        stopping = []
-        signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
-        while not stopping and all(p.poll() is None for p in processes):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        stop(processes)
-    print("consumer and API stopped (the sandbox's servers keep running; `./platform down` stops them)")
+    supervisor = Supervisor(settings.state_dir)
+    with step("supervisord"):
+        supervisor.start()
+    with step("the sandbox's PostgreSQL + pgvector and Kinesis (moto), supervised"):
+        env = launcher.supervise(supervisor, only=PARTS) | api_key_env(settings)
+    with step("the stream consumer and the recommendation API, supervised"):
+        url = supervise_serving(supervisor, settings, env)
+    _print_where(settings, supervisor, url, wait_ready(url), env)
     return 0
 
 
-def _print_where(settings: ServingSettings, specs: list[ServiceSpec], readiness: dict) -> None:
-    api = next(s for s in specs if s.name == "api")
-    print(f"recommendation API  {api.url}  (docs {api.url}/docs, metrics {api.url}/metrics)")
+def _print_where(
+    settings: ServingSettings, supervisor: Supervisor, url: str, readiness: dict, env: dict
+) -> None:
+    print(f"\nrecommendation API  {url}  (docs {url}/docs, metrics {url}/metrics)")
     print(f"  serving model {readiness.get('model_version')}, popular list {readiness.get('popular_build')}")
     print(f"  API key: RETAIL_API_KEYS, or 'api_key' in {settings.state_dir / 'serving' / 'instance.json'}")
     print(f"stream consumer     {settings.events_stream} -> {settings.recommendations_stream} and the lake")
     print(
-        f"  endpoint {api.env.get('AWS_ENDPOINT_URL_KINESIS', 'AWS')}; events: `./platform retail shoppers --rate 2`"
+        f"  endpoint {(os.environ | env).get('AWS_ENDPOINT_URL_KINESIS', 'AWS')}; "
+        "events: `./platform retail shoppers --rate 2`"
     )
-    print(f"logs                {', '.join(str(s.log_file) for s in specs)}")
-    print("Ctrl-C stops the consumer and the API")
+    print(f"logs                {supervisor.log_dir}/{{consumer,api,postgres,kinesis,announcer}}.log")
+    print("`./platform status` shows every part; `./platform down` stops them")
 
 
 # ---------------------------------------------------------------------- the demonstration
@@ -270,7 +284,9 @@ def _show_output(record: dict | None, event: dict) -> None:
     print(f"    recommended: {items}")
     if record["similar_items"]:
         similar = ", ".join(
-            f"{i['id']} {i['distance']:.2f}" for i in record["similar_items"]["similar_items"][:3]
+            # distance is null when the fallback's popular list answered (similar_items.source says which)
+            f"{i['id']}" + ("" if i["distance"] is None else f" {i['distance']:.2f}")
+            for i in record["similar_items"]["similar_items"][:3]
         )
         print(f"    similar to {record['similar_items']['product_code']}: {similar}")
 

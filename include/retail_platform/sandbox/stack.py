@@ -1,21 +1,24 @@
-"""The whole platform running as it would in production, on one machine (`./platform up|down`).
+"""The whole platform running as it would in production, on one machine (`./platform up|down|status`).
 
-`up` starts, each bound to 127.0.0.1 and each in the background (like `docker compose up -d`):
+Every long-running part runs under supervisord (``sandbox/supervisor.py``): restarted when it dies,
+with backoff, its death and return announced once, one log a program in ``<state>/logs/``. `up`
+starts, in dependency order, each step waiting until the one before answers, each bound to 127.0.0.1:
 
-1. the sandbox's servers (the private MariaDB seeded with the classic preset when empty, and the
-   other parts registered in the launcher), handed on as ``AIRFLOW_CONN_*`` variables;
-2. Airflow: the scheduler (LocalExecutor), the DAG processor, the triggerer and the API server
-   (the UI), with authentication on: users `admin` and `operator` (role op) whose passwords are
-   generated on first start into ``<state>/stack/airflow-passwords.json`` (mode 600), a full-length
-   JWT secret, API secret and Fernet key in ``<state>/stack/credentials.json`` (mode 600); every DAG
-   is unpaused and runs on its schedule (cosmos in `watcher` mode, as a scheduler needs);
-3. optionally the live generator (`--live RATE`: new orders a second on the replica);
-4. Superset with the marketing dashboards (`retail dashboard`), unless `--no-dashboard`;
-5. the serving side (stream consumer and recommendation API) when it is installed, unless
-   `--no-serving`.
+1. supervisord itself;
+2. the sandbox's servers (the private MariaDB seeded with the classic preset when empty, PostgreSQL
+   with pgvector, Kinesis), each on its kept port and data, handed on as ``AIRFLOW_CONN_*`` variables;
+3. Airflow's metadata database: a database ``airflow`` of its own in the sandbox's PostgreSQL, never
+   SQLite; migrated, pools set, the dbt manifest prepared, every DAG unpaused;
+4. Airflow's API server (the UI), with authentication on: users `admin` and `operator` (role op)
+   whose passwords are generated on first start into ``<state>/stack/airflow-passwords.json`` (mode
+   600), a full-length JWT secret, API secret and Fernet key in ``<state>/stack/credentials.json``
+   (mode 600); then, once it answers (task processes report to it), the DAG processor, the scheduler
+   (LocalExecutor) and the triggerer;
+5. optionally the live generator (`--live RATE`: new orders a second on the replica);
+6. Superset with the marketing dashboards, unless `--no-dashboard`;
+7. the serving side (stream consumer and recommendation API), unless `--no-serving`.
 
-`down` stops all of it, the sandbox's servers included. What runs is recorded in
-``<state>/stack/processes.json``; logs are in ``<state>/logs/stack-*.log``.
+`status` shows every part's state; `down` stops all of it, the sandbox's servers included.
 """
 
 from __future__ import annotations
@@ -34,13 +37,16 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from retail_platform.sandbox.processes import alive, write_private_state
+from retail_platform.sandbox.launcher import step
+from retail_platform.sandbox.processes import alive
 from retail_platform.sandbox.settings import SandboxSettings
 from retail_platform.sandbox.superset import private_credentials
+from retail_platform.sandbox.supervisor import Program, Supervisor
 
 log = logging.getLogger(__name__)
 AIRFLOW_USERS = {"admin": "admin", "operator": "op"}  # user: SimpleAuthManager role
-AIRFLOW_SERVICES = ("scheduler", "dag-processor", "triggerer", "api-server")
+# In start order: the API server first (task processes report to it), the scheduler after it.
+AIRFLOW_SERVICES = ("api-server", "dag-processor", "scheduler", "triggerer")
 START_TIMEOUT_S = 180
 
 
@@ -99,7 +105,9 @@ class Stack:
 
         creds = self.airflow_secrets()
         env = airflow_env(self.settings.platform) | sandbox_env
-        env.setdefault("RETAIL_DBT_EXECUTION_MODE", "watcher")  # one dbt build; tasks report each model
+        # Each task is a process that imports Airflow (~1 CPU s): 32 at once (the default) thrash a
+        # small machine until heartbeats fail. Two a core keeps the cores busy and the machine live.
+        env.setdefault("AIRFLOW__CORE__PARALLELISM", str(2 * max(1, len(os.sched_getaffinity(0)))))
         env |= {
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__AUTH_MANAGER": (
@@ -129,24 +137,6 @@ class Stack:
             return json.loads(self.processes_file.read_text())
         except FileNotFoundError:
             return {}
-
-    def _record(self, name: str, pid: int) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        write_private_state(self.processes_file, self.recorded() | {name: pid})
-
-    def running(self) -> dict[str, int]:
-        return {name: pid for name, pid in self.recorded().items() if alive(pid)}
-
-    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-        """Start one service in its own process group (so `down` stops its children too)."""
-        path = self.log_file(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("ab") as out:
-            process = subprocess.Popen(
-                argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self._record(name, process.pid)
-        return process
 
     def stop_processes(self, timeout: float = 30) -> list[str]:
         recorded = self.recorded()
@@ -179,12 +169,81 @@ def _airflow(args: list[str], env: dict[str, str], log_file: Path) -> None:
         raise StackError(f"airflow {' '.join(args)} failed (log {log_file}):\n{tail}")
 
 
-def wait_for_airflow(url: str, processes: list[subprocess.Popen], timeout: float = START_TIMEOUT_S) -> None:
+# ---------------------------------------------------------------------- up and down
+AIRFLOW_DATABASE = "airflow"
+
+
+def start_sandbox(stack: Stack, supervisor: Supervisor) -> dict[str, str]:
+    """The sandbox's servers under the supervisor, the source seeded when empty; their connections."""
+    from retail_platform.sandbox import launcher
+    from retail_platform.sandbox.seed import seed_source, source_is_seeded
+
+    env = launcher.supervise(supervisor, stack.settings)
+    os.environ.update(env)  # the seeding below, and every process started from here, use them
+    if not source_is_seeded(stack.settings.platform):
+        with step("seeding the source (preset classic, calendar ending now)"):
+            seed_source(preset="classic", replace=True, settings=stack.settings.platform, ends_now=True)
+    return env
+
+
+def airflow_metadata_url(stack: Stack) -> str:
+    """Airflow's metadata: a database of its own in the sandbox's PostgreSQL (SQLite locks under a
+    scheduler's load: heartbeats failed and tasks ended upstream_failed)."""
+    from retail_platform.sandbox.postgres import LocalPostgres
+
+    return LocalPostgres.from_settings(stack.settings).database_url(AIRFLOW_DATABASE)
+
+
+def airflow_programs(stack: Stack, env: dict[str, str]) -> dict[str, Program]:
+    airflow = [sys.executable, "-m", "airflow"]
+    argv = {
+        "api-server": [*airflow, "api-server", "--host", stack.settings.airflow_host,
+                       "--port", str(stack.settings.airflow_port)],
+        "dag-processor": [*airflow, "dag-processor"],
+        # On one machine the API server reads task logs from disk: no log servers on other ports.
+        "scheduler": [*airflow, "scheduler", "--skip-serve-logs"],
+        "triggerer": [*airflow, "triggerer", "--skip-serve-logs"],
+    }  # fmt: skip
+    return {
+        name: Program(f"airflow-{name}", argv[name], env, priority=20 + i, stopwaitsecs=60)
+        for i, name in enumerate(AIRFLOW_SERVICES)
+    }
+
+
+def start_airflow(
+    stack: Stack, supervisor: Supervisor, sandbox_env: dict[str, str], metadata_url: str
+) -> None:
+    """Migrate, pools, manifest, unpause; the API server; once it answers, the other three."""
+    from retail_platform.sandbox.pipeline import prepare_airflow
+    from retail_platform.warehouse.dbt_runner import ensure_manifest
+
+    env = stack.airflow_env(sandbox_env) | {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url}
+    with step("Airflow: metadata migrated, pools, dbt manifest, DAGs unpaused"):
+        prepare_airflow(stack.settings.platform, env)
+        ensure_manifest(stack.settings.platform)
+        # DAGs the DAG processor sees first are created unpaused; those an earlier run left paused
+        # are unpaused here.
+        _airflow(
+            ["dags", "unpause", "--treat-dag-id-as-regex", "-y", ".*"], env, stack.log_file("airflow-setup")
+        )
+    programs = airflow_programs(stack, env)
+    with step(f"Airflow API server on {stack.airflow_url}"):
+        supervisor.add(programs["api-server"])
+        wait_for_airflow(stack.airflow_url, supervisor)
+    with step("Airflow DAG processor, scheduler and triggerer"):
+        supervisor.add(*(programs[name] for name in AIRFLOW_SERVICES if name != "api-server"))
+        for name in AIRFLOW_SERVICES:
+            supervisor.wait_running(programs[name].name, timeout=START_TIMEOUT_S)
+
+
+def wait_for_airflow(url: str, supervisor: Supervisor, timeout: float = START_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for process in processes:
-            if process.poll() is not None:
-                raise StackError(f"{' '.join(process.args[2:4])} exited with {process.returncode}")
+        state = supervisor.state("airflow-api-server")
+        if state is not None and state.state == "FATAL":
+            raise StackError(
+                f"the Airflow API server could not start (log {supervisor.log_file(state.name)})"
+            )
         try:
             with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=5) as response:
                 if response.status == 200:
@@ -195,50 +254,12 @@ def wait_for_airflow(url: str, processes: list[subprocess.Popen], timeout: float
     raise StackError(f"the Airflow API server did not answer on {url} within {timeout:.0f} s")
 
 
-# ---------------------------------------------------------------------- up and down
-def start_sandbox(stack: Stack) -> dict[str, str]:
-    """The sandbox's servers, the source seeded when empty; returns their connections."""
-    from retail_platform.sandbox import launcher
-    from retail_platform.sandbox.seed import seed_source, source_is_seeded
-
-    env = launcher.start(stack.settings)
-    os.environ.update(env)  # the seeding below, and every process started from here, use them
-    if not source_is_seeded(stack.settings.platform):
-        print("seeding the source (preset classic)", flush=True)
-        seed_source(preset="classic", replace=True, settings=stack.settings.platform)
-    return env
-
-
-def start_airflow(stack: Stack, sandbox_env: dict[str, str]) -> None:
-    """Migrate, pools, manifest; the four services; every DAG unpaused."""
-    from retail_platform.sandbox.pipeline import prepare_airflow
-    from retail_platform.warehouse.dbt_runner import ensure_manifest
-
-    env = stack.airflow_env(sandbox_env)
-    prepare_airflow(stack.settings.platform, env)
-    ensure_manifest(stack.settings.platform)
-    # DAGs the DAG processor sees first are created unpaused; those an earlier run left paused are
-    # unpaused here.
-    _airflow(["dags", "unpause", "--treat-dag-id-as-regex", "-y", ".*"], env, stack.log_file("airflow-setup"))
-    airflow = [sys.executable, "-m", "airflow"]
-    argv = {
-        # On one machine the API server reads task logs from disk: no log servers on other ports.
-        "scheduler": [*airflow, "scheduler", "--skip-serve-logs"],
-        "dag-processor": [*airflow, "dag-processor"],
-        "triggerer": [*airflow, "triggerer", "--skip-serve-logs"],
-        "api-server": [*airflow, "api-server", "--host", stack.settings.airflow_host,
-                       "--port", str(stack.settings.airflow_port)],
-    }  # fmt: skip
-    processes = [stack.spawn(name, argv[name], env) for name in AIRFLOW_SERVICES]
-    wait_for_airflow(stack.airflow_url, processes)
-
-
-def start_live(stack: Stack, rate: float) -> None:
+def start_live(supervisor: Supervisor, rate: float) -> None:
     argv = [sys.executable, "-m", "retail_platform.cli", "live", "--rate", str(rate), "--duration", "0"]
-    stack.spawn("live", argv, dict(os.environ))
+    supervisor.add(Program("live", argv, dict(os.environ), priority=60))
 
 
-def start_serving(stack: Stack) -> str | None:
+def start_serving(stack: Stack, supervisor: Supervisor, sandbox_env: dict[str, str]) -> str | None:
     """The consumer and the API (when the serving side is installed); returns the API's address."""
     try:
         from retail_platform.sandbox import serving
@@ -246,59 +267,83 @@ def start_serving(stack: Stack) -> str | None:
     except ImportError:
         return None
     settings = ServingSettings.from_env()
-    specs = serving.serving_processes(settings, serving.sandbox_env(settings))
-    api = None
-    for spec in specs:
-        process = stack.spawn(spec.name, spec.argv, spec.env)
-        if spec.url:
-            api = (spec, process)
-    if api is not None:
-        serving.wait_ready(api[0].url, api[1])
-    return api[0].url if api else None
+    return serving.supervise_serving(supervisor, settings, sandbox_env | serving.api_key_env(settings))
 
 
 def up(args) -> int:
     stack = Stack.from_env()
-    if stack.running():
-        print(f"already running: {', '.join(stack.running())} (`./platform down` first)")
+    supervisor = Supervisor(stack.settings.state_dir)
+    if supervisor.manages("airflow-scheduler"):
+        print("already running (`./platform status` shows it; `./platform down` first)")
         return 1
     started = time.monotonic()
     try:
-        sandbox_env = start_sandbox(stack)
-        start_airflow(stack, sandbox_env)
+        with step("supervisord"):
+            supervisor.start()
+        with step("the sandbox's servers (MariaDB, PostgreSQL + pgvector, Kinesis), supervised"):
+            sandbox_env = start_sandbox(stack, supervisor)
+        with step("Airflow's metadata database in the sandbox's PostgreSQL"):
+            metadata_url = airflow_metadata_url(stack)
+        start_airflow(stack, supervisor, sandbox_env, metadata_url)
         if args.live:
-            start_live(stack, args.live)
+            with step(f"live generator ({args.live} orders a second)"):
+                start_live(supervisor, args.live)
         dashboard = None
         if not args.no_dashboard:
-            from retail_platform.sandbox.superset import SupersetServer
-
-            dashboard = SupersetServer.from_env().ensure_running()
-        api = None if args.no_serving else start_serving(stack)
+            with step("Superset with the marketing dashboards"):
+                dashboard = start_dashboard(supervisor)
+        api = None
+        if not args.no_serving:
+            with step("the stream consumer and the recommendation API"):
+                api = start_serving(stack, supervisor, sandbox_env)
     except BaseException:
-        stack.stop_processes()
+        supervisor.shutdown()
         raise
-    print_where(stack, dashboard, api, time.monotonic() - started)
+    print_where(stack, supervisor, dashboard, api, time.monotonic() - started)
     return 0
 
 
-def print_where(stack: Stack, dashboard, api: str | None, seconds: float) -> None:
+def start_dashboard(supervisor: Supervisor):
+    from retail_platform.sandbox.superset import SupersetServer
+
+    server = SupersetServer.from_env()
+    server.ensure_environment()
+    server.provision()
+    if not supervisor.manages("superset"):
+        server.stop()  # one started by `./platform dashboard`: handed over to the supervisor
+        supervisor.add(
+            Program(
+                "superset", server.server_argv(), server.environment(), priority=70, directory=server.home
+            )
+        )
+    supervisor.wait_running("superset", timeout=START_TIMEOUT_S)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not server.healthy():
+        if time.monotonic() > deadline:
+            raise StackError(f"Superset did not answer (log {supervisor.log_file('superset')})")
+        time.sleep(1)
+    return server
+
+
+def print_where(stack: Stack, supervisor: Supervisor, dashboard, api: str | None, seconds: float) -> None:
     from retail_platform.sandbox import launcher
 
     print(f"\nthe platform is up ({seconds:.0f} s)")
     print(
         f"Airflow UI          {stack.airflow_url}  users admin, operator: passwords in {stack.passwords_file}"
     )
-    print(f"  DAGs unpaused on their schedules; logs {stack.log_file('*')}")
+    print("  DAGs unpaused on their schedules; metadata in the sandbox's PostgreSQL (database airflow)")
     if dashboard is not None:
         print(f"Superset            {dashboard.settings.dashboard_url}  ({dashboard.describe()})")
     if api:
         print(f"recommendation API  {api}")
-    if "live" in stack.running():
-        print(f"live generator      new orders on the replica (log {stack.log_file('live')})")
+    if supervisor.manages("live"):
+        print(f"live generator      new orders on the replica (log {supervisor.log_file('live')})")
     for part in launcher.sandbox_parts(stack.settings):
         if part.is_running():
             print(f"sandbox             {part.describe()}")
-    print("`./platform down` stops everything")
+    print(f"logs                {supervisor.log_dir}/<part>.log")
+    print("`./platform status` shows every part; `./platform down` stops everything")
 
 
 def down(args) -> int:
@@ -306,21 +351,41 @@ def down(args) -> int:
     from retail_platform.sandbox.superset import SupersetServer
 
     stack = Stack.from_env()
-    stopped = stack.stop_processes()
+    supervisor = Supervisor(stack.settings.state_dir)
+    stopped = list(supervisor.states())
+    supervisor.shutdown()
+    stopped += stack.stop_processes()  # recorded by an earlier version of `up`
     superset = SupersetServer.from_env()
     if superset.pid() is not None:
         superset.stop()
         stopped.append("superset")
     stopped += launcher.stop(stack.settings)
-    print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    print(f"stopped: {', '.join(dict.fromkeys(stopped)) or 'nothing was running'}")
     return 0
 
 
+def status(args) -> int:
+    """Every part's state in one table: the supervised programs, then parts running on their own."""
+    from retail_platform.sandbox import launcher
+
+    stack = Stack.from_env()
+    supervisor = Supervisor(stack.settings.state_dir)
+    states = supervisor.states()
+    if not supervisor.is_running():
+        print(f"supervisord is not running (state folder {stack.settings.state_dir})")
+    for state in states.values():
+        print(f"{state.name:<24} {state.state:<9} {state.description}")
+    for part in launcher.sandbox_parts(stack.settings):
+        if part.name not in states and part.is_running():
+            print(f"{part.name:<24} {'RUNNING':<9} on its own (not supervised): {part.describe()}")
+    return 0 if states and all(s.state == "RUNNING" for s in states.values()) else 1
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="retail up|down", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down"])
+    parser = argparse.ArgumentParser(prog="retail up|down|status", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--live", type=float, default=0, metavar="RATE", help="up: live orders a second")
     parser.add_argument("--no-dashboard", action="store_true", help="up: without Superset")
     parser.add_argument("--no-serving", action="store_true", help="up: without the consumer and the API")
     args = parser.parse_args(argv)
-    return up(args) if args.command == "up" else down(args)
+    return {"up": up, "down": down, "status": status}[args.command](args)

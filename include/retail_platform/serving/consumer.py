@@ -9,6 +9,12 @@ under the same name, before anything else. A batch is therefore written whole or
 and no event's output is lost or kept twice. The output stream is at least once (a replay puts an
 answer again): records carry ``event_id`` for the sales platform to drop repeats.
 
+An outage of the stream — a refused connection, or a stream that is missing (moto restarted and has
+not re-created it yet, a stream being re-created) — is waited out with backoff, never a reason to
+exit; outputs already answered are written to the lake first. Batches carry the stream's creation
+time in their names, so a re-created stream (whose sequence numbers start again) never overwrites
+the batches of the one before.
+
 ``retail consumer [--until-idle S]``.
 """
 
@@ -30,6 +36,8 @@ from retail_platform.serving.stream import describe, kinesis_client, put_all, sh
 log = logging.getLogger(__name__)
 READ_LIMIT = 1000
 RELIST_S = 60
+MAX_PAUSE_S = 10
+HEALTHY_RUN_S = 60
 
 
 @dataclass
@@ -139,12 +147,27 @@ class StreamConsumer:
             self.stream, Checkpoint(**{**base.__dict__, "pending_first": first, "pending_last": last})
         )
         self.lake.write_batch(
-            stream_batch_name(self.stream, cursor.shard_id, first),
+            stream_batch_name(self.stream, cursor.shard_id, first, prefix=self._generation()),
             [o.json for _, o in cursor.outcomes if o.record is not None],
             [o.dead_letter for _, o in cursor.outcomes if o.dead_letter is not None],
         )
         self.lake.save_checkpoint(self.stream, Checkpoint(cursor.shard_id, self.stream_created, last))
         cursor.committed, cursor.outcomes, cursor.oldest, cursor.replay_until = last, [], None, None
+
+    def _generation(self) -> str:
+        """The stream's creation time as a name prefix ('c20261206T213000-')."""
+        digits = "".join(ch for ch in self.stream_created[:19] if ch.isdigit())
+        return f"c{digits[:8]}T{digits[8:14]}-"
+
+    def flush_answered(self) -> None:
+        """After a failure: outputs already answered go to the lake, if the lake takes them (if not,
+        the checkpoint still holds them for a replay)."""
+        try:
+            self.flush_due(force=True)
+        except Exception as exc:
+            log.warning(
+                "consumer: answered outputs not written (%s); they are replayed from the checkpoint", exc
+            )
 
     def run(self, stop: threading.Event, until_idle_s: float | None = None) -> int:
         """Consume until ``stop`` is set (or, with ``until_idle_s``, until every shard was empty that long)."""
@@ -168,25 +191,33 @@ class StreamConsumer:
 
 
 def run_with_retries(consumer_factory, stop: threading.Event, until_idle_s: float | None) -> int:
-    """An outage (the stream, the lake) restarts the consumer from its checkpoints after a pause;
-    a configuration problem stops it."""
+    """An outage (the stream unreachable or missing, the lake) restarts the consumer from its
+    checkpoints after a pause that grows to MAX_PAUSE_S; any other configuration problem stops it."""
     from retail_platform.errors import ConfigurationError
+    from retail_platform.serving.stream import StreamNotFound
 
     processed, pause = 0, 0.5
     while not stop.is_set():
-        consumer = consumer_factory()
+        consumer, started = consumer_factory(), time.monotonic()
         try:
             processed += consumer.run(stop, until_idle_s)
             return processed
+        except StreamNotFound as missing:
+            # Not a reason to exit: the stream may be coming back (a restarted Kinesis, a re-created
+            # stream). Said loudly, with the setting that names it, in case it never does.
+            log.error("consumer: %s; waiting for it (retry in %.1f s)", missing, pause)
         except ConfigurationError:
             raise
         except Exception as exc:
-            processed += consumer.processed
             log.warning(
                 "consumer: %s: %s; resuming from the checkpoints in %.1f s", type(exc).__name__, exc, pause
             )
-            stop.wait(pause)
-            pause = min(pause * 2, 10)
+        processed += consumer.processed
+        consumer.flush_answered()
+        if time.monotonic() - started > HEALTHY_RUN_S:
+            pause = 0.5  # it ran well for a while: this is a new outage, not the same one
+        stop.wait(pause)
+        pause = min(pause * 2, MAX_PAUSE_S)
     return processed
 
 
