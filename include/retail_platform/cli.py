@@ -40,7 +40,10 @@ def _cmd_sandbox(args) -> int:
         return 0 if running else 1
     elif args.action == "env":
         # For a shell or ./platform: export the running parts' connections. Contains passwords.
+        from retail_platform.sandbox.stack import running_airflow_env
+
         env = launcher.start() if args.start else launcher.running_env()
+        env |= running_airflow_env()
         print(launcher.export_lines(env), end="")
     return 0
 
@@ -395,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fail", action="store_true", help="impact: exit 0 even when a change is breaking")
     p.set_defaults(func=_cmd_schema)
 
-    p = sub.add_parser("settings", help="every setting as the README's configuration table (markdown)")
+    p = sub.add_parser("settings", help="every setting: type, default, validation, meaning (markdown)")
     p.set_defaults(func=_cmd_settings)
 
     p = sub.add_parser("dbt-lint", help="sqlfluff (dbt templater) over the dbt project")

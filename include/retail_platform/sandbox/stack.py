@@ -194,6 +194,18 @@ def airflow_metadata_url(stack: Stack) -> str:
     return LocalPostgres.from_settings(stack.settings).database_url(AIRFLOW_DATABASE)
 
 
+def running_airflow_env(settings: SandboxSettings | None = None) -> dict[str, str]:
+    """While `up` runs: what an `airflow` command needs to act on that stack (its metadata database,
+    Fernet key, API server), so `./platform airflow dags list-runs|trigger|backfill` see and change
+    the scheduler's runs, not a private SQLite of their own. Empty when no stack runs."""
+    stack = Stack(settings or SandboxSettings.from_env())
+    supervisor = Supervisor(stack.settings.state_dir)
+    if not (supervisor.is_running() and supervisor.manages("airflow-scheduler")):
+        return {}
+    env = stack.airflow_env({}) | {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_metadata_url(stack)}
+    return {k: v for k, v in env.items() if k.startswith("AIRFLOW__") and not os.environ.get(k)}
+
+
 def airflow_programs(stack: Stack, env: dict[str, str]) -> dict[str, Program]:
     airflow = [sys.executable, "-m", "airflow"]
     argv = {
