@@ -1,10 +1,10 @@
-"""The platform's configuration: every setting comes from an environment variable.
+"""The platform's configuration: every setting comes from an environment variable, declared once.
 
-This module holds the platform-wide settings; a room with settings of its own (the recommender,
-serving, the dashboard, the sandbox) keeps them in its own ``settings.py`` with its own
-``SETTINGS_DOC``, listed in ``SETTINGS_MODULES``. A test checks that the README's configuration
-table lists every setting the code reads, so embedded defaults and production differ only by
-environment.
+A ``Setting`` holds a variable's name, type, default, validation and meaning in one declaration:
+``from_env`` reads it from there, and the docs' configuration reference and ``retail settings``
+are made from the same declarations, so the documented default is the one in force. This module
+holds the platform-wide settings; a room with settings of its own keeps them in its own
+``settings.py`` with its own ``SETTINGS_DOC``, listed in ``SETTINGS_MODULES``.
 """
 
 from __future__ import annotations
@@ -30,98 +30,264 @@ SETTINGS_MODULES = [
     "retail_platform.dashboard.settings",
     "retail_platform.serving.settings",
     "retail_platform.lake.settings",
+    "retail_platform.warehouse.settings",
 ]
 
-# (variable, default, meaning) — the README's configuration table is checked against this.
-SETTINGS_DOC: list[tuple[str, str, str]] = [
-    ("RETAIL_STATE_DIR", "<project>/.state", "local state: private MariaDB, lake, DuckDB file, Airflow home"),
-    (
+_TYPE_NAMES = {str: "text", int: "integer", float: "number", Path: "path"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting, declared once: its variable, type, default, validation and meaning.
+
+    Processes read it with ``read``; the docs' configuration table and ``retail settings`` are made
+    from the same declaration, so the documented default is the one the parser uses. It unpacks as
+    the (variable, default, meaning) row the tables are made of."""
+
+    name: str
+    default: object  # the value when the variable is unset or empty; None: unset, or derived (see shown)
+    meaning: str
+    kind: type = str  # str, int, float or Path
+    attr: str | None = None  # the settings object's field it fills
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None  # the smallest value allowed
+    positive: bool = False  # the value must be above 0
+    shown: str | None = None  # the default as the docs show it, when it is derived or not one value
+
+    def read(self, env) -> object:
+        raw = env.get(self.name)
+        if raw in (None, ""):
+            return self.default
+        if self.kind in (int, float):
+            kind = "an integer" if self.kind is int else "a number"
+            value = _number(env, self.name, self.default, self.kind, kind)
+        else:
+            value = self.kind(raw)
+        self._check(value)
+        return value
+
+    def _check(self, value) -> None:
+        if self.choices and value not in self.choices:
+            raise SettingError(
+                f"{self.name} must be {' or '.join(repr(c) for c in self.choices)}, got {value!r}"
+            )
+        if self.positive and value <= 0:
+            raise SettingError(f"setting {self.name} must be positive, got {value}")
+        if self.minimum is not None and value < self.minimum:
+            raise SettingError(f"setting {self.name} must be {self.minimum:g} or more, got {value}")
+
+    @property
+    def default_text(self) -> str:
+        if self.shown is not None:
+            return self.shown
+        if self.default is None:
+            return "unset"
+        return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
+
+    @property
+    def type_name(self) -> str:
+        if self.name.startswith("AIRFLOW_CONN_"):
+            return "connection"
+        return _TYPE_NAMES.get(self.kind, self.kind.__name__)
+
+    @property
+    def validation(self) -> str:
+        rules = []
+        if self.choices:
+            rules.append("one of " + ", ".join(self.choices))
+        if self.positive:
+            rules.append("> 0")
+        if self.minimum is not None:
+            rules.append(f"≥ {self.minimum:g}")
+        return "; ".join(rules)
+
+    def __iter__(self):
+        return iter((self.name, self.default_text, self.meaning))
+
+
+def read_settings(declared, env) -> dict[str, object]:
+    """{field: value} of every declaration that fills a field of a settings object."""
+    return {s.attr: s.read(env) for s in declared if isinstance(s, Setting) and s.attr}
+
+
+# The platform-wide settings; REDSHIFT_* and DBT_TARGET are read by dbt's profile too.
+SETTINGS_DOC: list[Setting] = [
+    Setting(
+        "RETAIL_STATE_DIR",
+        None,
+        "local state: private MariaDB, lake, DuckDB file, Airflow home",
+        Path,
+        "state_dir",
+        shown="<project>/.state",
+    ),
+    Setting(
         "AIRFLOW_CONN_CLASSICMODELS_REPLICA",
-        "required (./platform: the sandbox's MariaDB)",
+        None,
         "read-only connection to the classicmodels replica (mysql://user:pass@host:port/classicmodels), from "
         "the environment or any Airflow connection backend; each source contract names its own "
         "(`source.connection_id`), and extraction and the schema watch use only that",
+        shown="required (./platform: the sandbox's MariaDB)",
     ),
-    ("RETAIL_LAKE_URI", "<state>/lake", "lake root: a local folder or s3://bucket/prefix"),
-    ("RETAIL_S3_ENDPOINT_URL", "AWS", "S3 endpoint override (moto's server in tests)"),
-    ("RETAIL_EXTRACT_ENGINE", "local", "local (in-process streaming extractor) or glue (AWS Glue job)"),
-    (
+    Setting(
+        "RETAIL_LAKE_URI",
+        None,
+        "lake root: a local folder or s3://bucket/prefix",
+        attr="lake_uri",
+        shown="<state>/lake",
+    ),
+    Setting(
+        "RETAIL_S3_ENDPOINT_URL",
+        None,
+        "S3 endpoint override (moto's server in tests)",
+        attr="s3_endpoint_url",
+        shown="AWS",
+    ),
+    Setting(
+        "RETAIL_EXTRACT_ENGINE",
+        "local",
+        "local (in-process streaming extractor) or glue (AWS Glue job)",
+        attr="extract_engine",
+        choices=("local", "glue"),
+    ),
+    Setting(
         "RETAIL_EXTRACT_SCHEDULE",
         "0 * * * *",
         "cron of the extraction DAG's data intervals; data age is at most one interval plus one cycle",
+        attr="extract_schedule",
     ),
-    (
+    Setting(
         "RETAIL_SCHEMA_WATCH_SCHEDULE",
         "*/10 * * * *",
         "cron of the schema watch: a change is reported within one interval",
+        attr="schema_watch_schedule",
     ),
-    (
+    Setting(
         "RETAIL_SCHEMA_REMINDER_HOURS",
-        "24",
+        24.0,
         "a breaking change still unresolved is announced again after this many hours",
+        float,
+        "schema_reminder_hours",
     ),
-    (
+    Setting(
         "RETAIL_MAX_REPLICATION_LAG_S",
-        "300",
+        300.0,
         "replication lag above this (or replication stopped) counts as a source outage",
+        float,
+        "max_replication_lag_s",
     ),
-    ("RETAIL_REPLICA_POOL_SLOTS", "2", "concurrent queries allowed on the replica (Airflow pool size)"),
-    ("RETAIL_STATEMENT_TIMEOUT_S", "900", "per-statement timeout on the replica, seconds"),
-    (
+    Setting(
+        "RETAIL_REPLICA_POOL_SLOTS",
+        2,
+        "concurrent queries allowed on the replica (Airflow pool size)",
+        int,
+        "replica_pool_slots",
+    ),
+    Setting(
+        "RETAIL_STATEMENT_TIMEOUT_S",
+        900,
+        "per-statement timeout on the replica, seconds",
+        int,
+        "statement_timeout_s",
+    ),
+    Setting(
         "RETAIL_CONTRACTS_DIR",
-        "include/contracts",
+        None,
         "the source contracts (*.yml): each is one source with its own extraction and schema-watch DAGs",
+        Path,
+        "contracts_dir",
+        shown="<project>/include/contracts",
     ),
-    (
+    Setting(
         "RETAIL_GLUE_JOB_NAME",
         "retail-extract-{source}",
         "AWS Glue job that runs the Spark extractor ({source}: the contract's source name)",
+        attr="glue_job_name",
     ),
-    ("RETAIL_GLUE_IAM_ROLE", "retail-glue-extract", "IAM role name of the Glue job"),
-    (
+    Setting(
+        "RETAIL_GLUE_IAM_ROLE", "retail-glue-extract", "IAM role name of the Glue job", attr="glue_iam_role"
+    ),
+    Setting(
         "RETAIL_GLUE_SCRIPTS_BUCKET",
-        "(lake bucket)",
+        None,
         "S3 bucket where the Glue script and package are uploaded",
+        attr="glue_scripts_bucket",
+        shown="(lake bucket)",
     ),
-    (
+    Setting(
         "RETAIL_GLUE_SOURCE_SECRET_ID",
         "retail/{source}-replica-reader",
         "Secrets Manager secret the Glue job reads the replica's reader credentials from ({source}: the "
         "contract's source name)",
+        attr="glue_source_secret_id",
     ),
-    ("DBT_TARGET", "local", "dbt target: local (DuckDB) or prod (Redshift)"),
-    ("REDSHIFT_HOST", "none", "prod target: the Redshift cluster's host (dbt reads the REDSHIFT_* settings)"),
-    ("REDSHIFT_PORT", "5439", "prod target: its port"),
-    ("REDSHIFT_USER", "dbt", "prod target: the user dbt builds as"),
-    ("REDSHIFT_PASSWORD", "none", "prod target: its password (from a secret, never the repository)"),
-    ("REDSHIFT_DATABASE", "retail", "prod target: the database"),
-    ("REDSHIFT_SCHEMA", "public", "prod target: the default schema (models go to staging, analytics, ml)"),
-    ("REDSHIFT_SPECTRUM_DATABASE", "retail_lake", "prod target: the Glue Data Catalog database of the lake"),
-    ("REDSHIFT_SPECTRUM_ROLE_ARN", "none", "prod target: the IAM role Spectrum reads the lake with"),
-    ("REDSHIFT_UNLOAD_ROLE_ARN", "none", "prod target: the IAM role UNLOAD exports the training table with"),
-    (
-        "RETAIL_DBT_EXECUTION_MODE",
-        "build_first",
-        "cosmos: build_first (one dbt build, then one task per model and per model's tests reports its "
-        "result; works under `airflow dags test` and any scheduler), watcher (one dbt build that the "
-        "per-model tasks report on as it goes; needs a triggerer) or local (one dbt run per model task)",
+    Setting(
+        "DBT_TARGET",
+        "local",
+        "dbt target: local (DuckDB) or prod (Redshift)",
+        attr="dbt_target",
+        choices=("local", "prod"),
     ),
-    (
+    Setting(
+        "REDSHIFT_HOST",
+        None,
+        "prod target: the Redshift cluster's host (dbt reads the REDSHIFT_* settings)",
+        shown="none",
+    ),
+    Setting("REDSHIFT_PORT", 5439, "prod target: its port", int),
+    Setting("REDSHIFT_USER", "dbt", "prod target: the user dbt builds as"),
+    Setting(
+        "REDSHIFT_PASSWORD",
+        None,
+        "prod target: its password (from a secret, never the repository)",
+        shown="none",
+    ),
+    Setting("REDSHIFT_DATABASE", "retail", "prod target: the database"),
+    Setting(
+        "REDSHIFT_SCHEMA", "public", "prod target: the default schema (models go to staging, analytics, ml)"
+    ),
+    Setting(
+        "REDSHIFT_SPECTRUM_DATABASE", "retail_lake", "prod target: the Glue Data Catalog database of the lake"
+    ),
+    Setting(
+        "REDSHIFT_SPECTRUM_ROLE_ARN",
+        None,
+        "prod target: the IAM role Spectrum reads the lake with",
+        shown="none",
+    ),
+    Setting(
+        "REDSHIFT_UNLOAD_ROLE_ARN",
+        None,
+        "prod target: the IAM role UNLOAD exports the training table with",
+        shown="none",
+    ),
+    Setting(
         "RETAIL_DUCKDB_PATH",
-        "<state>/warehouse/retail.duckdb",
+        None,
         "the published local warehouse readers open (a link to the newest build that passed its tests; "
         "dbt builds in build/ beside it)",
+        Path,
+        "duckdb_path",
+        shown="<state>/warehouse/retail.duckdb",
     ),
-    (
+    Setting(
         "AIRFLOW_CONN_SLACK_ALERTS",
-        "unset",
+        None,
         "Slack incoming-webhook connection; unset: alerts go to the log and a file",
     ),
-    ("RETAIL_ALERTS_FILE", "<state>/alerts/alerts.jsonl", "where alerts go without Slack"),
-    (
+    Setting(
+        "RETAIL_ALERTS_FILE",
+        None,
+        "where alerts go without Slack",
+        Path,
+        "alerts_file",
+        shown="<state>/alerts/alerts.jsonl",
+    ),
+    Setting(
         "RETAIL_SLACK_TIMEOUT_S",
-        "10",
+        10,
         "seconds a Slack webhook may take to answer; past it the delivery fails and its task retries it",
+        int,
+        "slack_timeout_s",
     ),
 ]
 
@@ -145,7 +311,6 @@ class Settings:
     glue_scripts_bucket: str | None
     glue_source_secret_id: str
     dbt_target: str
-    dbt_execution_mode: str
     duckdb_path: Path
     alerts_file: Path
     slack_timeout_s: int
@@ -161,34 +326,18 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
+        values = read_settings(SETTINGS_DOC, env)
+        # RETAIL_PROJECT_DIR is set by ./platform itself (not an operator's setting).
         project_dir = Path(env.get("RETAIL_PROJECT_DIR") or PROJECT_DIR_DEFAULT).resolve()
-        state_dir = Path(env.get("RETAIL_STATE_DIR") or project_dir / ".state").resolve()
-        engine = choice_setting(env, "RETAIL_EXTRACT_ENGINE", ("local", "glue"))
-        target = choice_setting(env, "DBT_TARGET", ("local", "prod"))
-        dbt_mode = choice_setting(env, "RETAIL_DBT_EXECUTION_MODE", ("build_first", "watcher", "local"))
-        return cls(
-            project_dir=project_dir,
-            state_dir=state_dir,
-            lake_uri=env.get("RETAIL_LAKE_URI") or str(state_dir / "lake"),
-            s3_endpoint_url=env.get("RETAIL_S3_ENDPOINT_URL") or None,
-            extract_engine=engine,
-            extract_schedule=env.get("RETAIL_EXTRACT_SCHEDULE", "0 * * * *"),
-            schema_watch_schedule=env.get("RETAIL_SCHEMA_WATCH_SCHEDULE") or "*/10 * * * *",
-            schema_reminder_hours=float_setting(env, "RETAIL_SCHEMA_REMINDER_HOURS", 24.0),
-            max_replication_lag_s=float_setting(env, "RETAIL_MAX_REPLICATION_LAG_S", 300.0),
-            replica_pool_slots=int_setting(env, "RETAIL_REPLICA_POOL_SLOTS", 2),
-            statement_timeout_s=int_setting(env, "RETAIL_STATEMENT_TIMEOUT_S", 900),
-            contracts_dir=Path(env.get("RETAIL_CONTRACTS_DIR") or project_dir / "include" / "contracts"),
-            glue_job_name=env.get("RETAIL_GLUE_JOB_NAME") or "retail-extract-{source}",
-            glue_iam_role=env.get("RETAIL_GLUE_IAM_ROLE", "retail-glue-extract"),
-            glue_scripts_bucket=env.get("RETAIL_GLUE_SCRIPTS_BUCKET") or None,
-            glue_source_secret_id=env.get("RETAIL_GLUE_SOURCE_SECRET_ID") or "retail/{source}-replica-reader",
-            dbt_target=target,
-            dbt_execution_mode=dbt_mode,
-            duckdb_path=Path(env.get("RETAIL_DUCKDB_PATH") or state_dir / "warehouse" / "retail.duckdb"),
-            alerts_file=Path(env.get("RETAIL_ALERTS_FILE") or state_dir / "alerts" / "alerts.jsonl"),
-            slack_timeout_s=int_setting(env, "RETAIL_SLACK_TIMEOUT_S", 10),
-        )
+        state_dir = Path(values.pop("state_dir") or project_dir / ".state").resolve()
+        # Defaults that follow other settings: the state folder and the project.
+        derived = {
+            "lake_uri": values["lake_uri"] or str(state_dir / "lake"),
+            "contracts_dir": values["contracts_dir"] or project_dir / "include" / "contracts",
+            "duckdb_path": values["duckdb_path"] or state_dir / "warehouse" / "retail.duckdb",
+            "alerts_file": values["alerts_file"] or state_dir / "alerts" / "alerts.jsonl",
+        }
+        return cls(project_dir=project_dir, state_dir=state_dir, **{**values, **derived})
 
 
 def _number(env, name: str, default, parse, kind: str):
@@ -201,28 +350,22 @@ def _number(env, name: str, default, parse, kind: str):
         raise SettingError(f"setting {name} must be {kind}, got {raw!r}") from None
 
 
-def int_setting(env, name: str, default):
-    return _number(env, name, default, int, "an integer")
+def all_settings() -> list[tuple[str, object]]:
+    """(module, declaration) for every room's settings, in SETTINGS_MODULES order."""
+    import importlib
 
-
-def float_setting(env, name: str, default: float) -> float:
-    return _number(env, name, default, float, "a number")
-
-
-def choice_setting(env, name: str, choices: tuple[str, ...]) -> str:
-    """One of ``choices``; the first is the default."""
-    value = env.get(name) or choices[0]
-    if value not in choices:
-        raise SettingError(f"{name} must be {' or '.join(repr(c) for c in choices)}, got {value!r}")
-    return value
+    return [
+        (module, entry)
+        for module in SETTINGS_MODULES
+        for entry in importlib.import_module(module).SETTINGS_DOC
+    ]
 
 
 def settings_table() -> str:
-    """The README's configuration table, from every room's SETTINGS_DOC (`retail settings`)."""
-    import importlib
-
-    rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for module in SETTINGS_MODULES:
-        for name, default, meaning in importlib.import_module(module).SETTINGS_DOC:
-            rows.append(f"| `{name}` | {default} | {meaning} |")
+    """Every setting as a Markdown table, from the declarations (`retail settings`)."""
+    rows = ["| variable | type | default | validation | meaning |", "|---|---|---|---|---|"]
+    for _module, entry in all_settings():
+        name, default, meaning = tuple(entry)
+        kind, rules = getattr(entry, "type_name", ""), getattr(entry, "validation", "")
+        rows.append(f"| `{name}` | {kind} | {default} | {rules} | {meaning} |")
     return "\n".join(rows) + "\n"

@@ -6,44 +6,70 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from retail_platform.settings import Settings, float_setting, int_setting
+from retail_platform.settings import Setting, Settings, read_settings
 
 # Marketing's own Slack channel (an incoming webhook); without it spike alerts go to the alerts file.
 MARKETING_SLACK_CONN_ID = "slack_marketing"
 DASHBOARD_SLUG = "demand-now"
 
-SETTINGS_DOC: list[tuple[str, str, str]] = [
-    (
+SETTINGS_DOC: list[Setting] = [
+    Setting(
         "AIRFLOW_CONN_SLACK_MARKETING",
-        "unset",
-        "marketing's Slack incoming webhook (`slackwebhook`, the URL as password) for demand-spike alerts; "
-        "unset: they go to the alerts file",
+        None,
+        "marketing's Slack incoming webhook (`slackwebhook`, the URL as password) for demand-spike "
+        "alerts; unset: they go to the alerts file",
     ),
-    (
+    Setting(
         "RETAIL_DASHBOARD_URL",
-        "http://127.0.0.1:<port>/superset/dashboard/demand-now/",
+        None,
         "the marketing dashboard's address, linked from spike alerts",
+        attr="dashboard_url",
+        shown="http://<RETAIL_SUPERSET_HOST>:<RETAIL_SUPERSET_PORT>/superset/dashboard/demand-now/",
     ),
-    (
+    Setting(
         "RETAIL_SPIKE_ALERT_LOOKBACK_HOURS",
-        "24",
-        "a spike is announced when it is rising or its last rising hour is at most this old (older ones, "
-        "e.g. in historical data, never are)",
+        24.0,
+        "a spike is announced when it is rising or its last rising hour is at most this old (older "
+        "ones, e.g. in historical data, never are)",
+        float,
+        "spike_lookback_hours",
     ),
-    ("RETAIL_SUPERSET_HOST", "127.0.0.1", "the address Superset binds"),
-    ("RETAIL_SUPERSET_PORT", "8088", "Superset's port"),
-    (
+    Setting(
+        "RETAIL_SUPERSET_HOST",
+        "127.0.0.1",
+        "the address Superset binds",
+        attr="superset_host",
+    ),
+    Setting(
+        "RETAIL_SUPERSET_PORT",
+        8088,
+        "Superset's port",
+        int,
+        "superset_port",
+    ),
+    Setting(
         "RETAIL_SUPERSET_WAREHOUSE_URI",
-        "duckdb:///<RETAIL_DUCKDB_PATH> (read-only)",
-        "Superset's connection to the marts (SQLAlchemy URI), e.g. redshift+psycopg2://user:pass@host:5439/retail "
-        "with a SELECT-only user",
+        None,
+        "Superset's connection to the marts (SQLAlchemy URI), e.g. "
+        "redshift+psycopg2://user:pass@host:5439/retail with a SELECT-only user",
+        attr="warehouse_uri",
+        shown="duckdb:///<RETAIL_DUCKDB_PATH> (read-only)",
     ),
-    (
+    Setting(
         "RETAIL_SUPERSET_METADATA_URI",
-        "sqlite:///<state>/superset/superset.db",
+        None,
         "Superset's own metadata database (users, dashboards); PostgreSQL in production",
+        attr="metadata_uri",
+        shown="sqlite:///<state>/superset/superset.db",
     ),
-    ("RETAIL_BI_VENV", "<project>/.venv-bi", "Superset's own virtual environment (from requirements-bi.txt)"),
+    Setting(
+        "RETAIL_BI_VENV",
+        None,
+        "Superset's own virtual environment (from requirements-bi.txt)",
+        Path,
+        "bi_venv",
+        shown="<project>/.venv-bi",
+    ),
 ]
 
 
@@ -71,17 +97,15 @@ class DashboardSettings:
     def from_env(cls, environ: dict[str, str] | None = None) -> DashboardSettings:
         env = os.environ if environ is None else environ
         platform = Settings.from_env(environ)
-        host = env.get("RETAIL_SUPERSET_HOST") or "127.0.0.1"
-        port = int_setting(env, "RETAIL_SUPERSET_PORT", 8088)
-        return cls(
-            platform=platform,
-            superset_host=host,
-            superset_port=port,
-            dashboard_url=env.get("RETAIL_DASHBOARD_URL")
+        values = read_settings(SETTINGS_DOC, env)
+        host, port = values["superset_host"], values["superset_port"]
+        # Defaults that follow other settings.
+        derived = {
+            "dashboard_url": values["dashboard_url"]
             or f"http://{host}:{port}/superset/dashboard/{DASHBOARD_SLUG}/",
-            spike_lookback_hours=float_setting(env, "RETAIL_SPIKE_ALERT_LOOKBACK_HOURS", 24.0),
-            warehouse_uri=env.get("RETAIL_SUPERSET_WAREHOUSE_URI") or f"duckdb:///{platform.duckdb_path}",
-            metadata_uri=env.get("RETAIL_SUPERSET_METADATA_URI")
+            "warehouse_uri": values["warehouse_uri"] or f"duckdb:///{platform.duckdb_path}",
+            "metadata_uri": values["metadata_uri"]
             or f"sqlite:///{platform.state_dir / 'superset' / 'superset.db'}",
-            bi_venv=Path(env.get("RETAIL_BI_VENV") or platform.project_dir / ".venv-bi"),
-        )
+            "bi_venv": values["bi_venv"] or platform.project_dir / ".venv-bi",
+        }
+        return cls(platform=platform, **{**values, **derived})

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from retail_platform.settings import Settings, int_setting
+from retail_platform.settings import Setting, Settings, read_settings
 
 ADMIN_CONN_ID = "classicmodels_admin"
 # The source the sandbox's MariaDB plays the replica of (the generator seeds classicmodels); its
@@ -20,24 +20,36 @@ def reader_conn_id(settings: Settings | None = None) -> str:
     return names_for(settings or Settings.from_env(), SANDBOX_SOURCE).connection_id
 
 
-SETTINGS_DOC: list[tuple[str, str, str]] = [
-    (
+SETTINGS_DOC: list[Setting] = [
+    Setting(
         "AIRFLOW_CONN_CLASSICMODELS_ADMIN",
-        "the sandbox's MariaDB",
+        None,
         "seeding connection for the data generator (sandbox only; never used by the pipelines)",
+        shown="the sandbox's MariaDB",
     ),
-    ("RETAIL_MARIADB_PORT", "a free port", "TCP port of the sandbox's MariaDB (127.0.0.1 only)"),
-    (
+    Setting(
+        "RETAIL_MARIADB_PORT",
+        None,
+        "TCP port of the sandbox's MariaDB (127.0.0.1 only)",
+        int,
+        "mariadb_port",
+        shown="a free port",
+    ),
+    Setting(
         "RETAIL_POSTGRES_PORT",
-        "a free port",
+        None,
         "TCP port of the sandbox's PostgreSQL + pgvector (127.0.0.1 only)",
+        int,
+        "postgres_port",
+        shown="a free port",
     ),
-    (
+    Setting(
         "RETAIL_AIRFLOW_HOST",
         "127.0.0.1",
         "`./platform up`: the address the Airflow API server (the UI) binds",
+        attr="airflow_host",
     ),
-    ("RETAIL_AIRFLOW_PORT", "8080", "`./platform up`: the Airflow UI's port"),
+    Setting("RETAIL_AIRFLOW_PORT", 8080, "`./platform up`: the Airflow UI's port", int, "airflow_port"),
 ]
 
 
@@ -45,9 +57,9 @@ SETTINGS_DOC: list[tuple[str, str, str]] = [
 class SandboxSettings:
     platform: Settings
     mariadb_port: int | None
-    postgres_port: int | None = None
-    airflow_host: str = "127.0.0.1"
-    airflow_port: int = 8080
+    postgres_port: int | None
+    airflow_host: str
+    airflow_port: int
 
     @property
     def state_dir(self) -> Path:
@@ -64,10 +76,4 @@ class SandboxSettings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> SandboxSettings:
         env = os.environ if environ is None else environ
-        return cls(
-            platform=Settings.from_env(environ),
-            mariadb_port=int_setting(env, "RETAIL_MARIADB_PORT", None),
-            postgres_port=int_setting(env, "RETAIL_POSTGRES_PORT", None),
-            airflow_host=env.get("RETAIL_AIRFLOW_HOST") or "127.0.0.1",
-            airflow_port=int_setting(env, "RETAIL_AIRFLOW_PORT", 8080),
-        )
+        return cls(platform=Settings.from_env(environ), **read_settings(SETTINGS_DOC, env))

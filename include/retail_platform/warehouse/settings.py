@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from retail_platform.settings import SettingError, float_setting
+from retail_platform.settings import Setting, read_settings
 
-SETTINGS_DOC: list[tuple[str, str, str]] = [
-    (
+SETTINGS_DOC: list[Setting] = [
+    Setting(
         "RETAIL_WAREHOUSE_LOCK_WAIT_S",
-        "120",
+        120.0,
         "seconds a warehouse build waits for the build lock (another build running) or for DuckDB's lock on "
         "the build file before it fails naming the holder, without retries (the wait was the retry)",
+        float,
+        "lock_wait_s",
+        minimum=0,
     ),
 ]
 
@@ -24,7 +27,4 @@ class WarehouseSettings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> WarehouseSettings:
         env = os.environ if environ is None else environ
-        wait = float_setting(env, "RETAIL_WAREHOUSE_LOCK_WAIT_S", 120.0)
-        if wait < 0:
-            raise SettingError("RETAIL_WAREHOUSE_LOCK_WAIT_S must be 0 or more")
-        return cls(lock_wait_s=wait)
+        return cls(**read_settings(SETTINGS_DOC, env))
