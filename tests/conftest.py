@@ -27,7 +27,6 @@ _HERMETIC_ENV = {
     "DBT_PROJECT_DIR": str(ROOT / "dbt"),
     "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
     "DO_NOT_TRACK": "1",
-    "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
 }
 os.environ.update(_HERMETIC_ENV)
 for _name in list(os.environ):

@@ -57,7 +57,6 @@ def airflow_env(settings: Settings) -> dict:
     env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(settings.project_dir / "dags"))
     env.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(settings.project_dir / "plugins"))
     env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    env.setdefault("AIRFLOW__COSMOS__ENABLE_TELEMETRY", "False")
     env.setdefault("RETAIL_STATE_DIR", str(settings.state_dir))
     Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     return env
