@@ -443,3 +443,32 @@ def test_a_death_and_a_return_are_announced_once_whatever_the_retries():
         ("service_down", "kinesis"),
         ("service_failed", "kinesis"),
     ]
+
+
+def test_a_program_killed_from_outside_leaves_no_orphans_after_its_restart(tmp_path):
+    """SIGKILL of a program that has children (the scheduler and its LocalExecutor workers) orphans
+    them; its restart under supervisord stops them, so kills do not pile up idle processes."""
+    from retail_platform.sandbox.supervisor import Program, Supervisor
+
+    supervisor = Supervisor(tmp_path / "state")
+    parent = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); time.sleep(600)"
+    supervisor.start()
+    try:
+        supervisor.add(Program("forker", [sys.executable, "-c", parent], dict(os.environ)))
+        first = supervisor.wait_running("forker", timeout=60).pid
+        child = wait_for(lambda: _children(first), timeout=30, what="the program's child")[0]
+        os.kill(first, signal.SIGKILL)
+        second = wait_for(
+            lambda: (s := supervisor.state("forker")) and s.state == "RUNNING" and s.pid != first and s.pid,
+            timeout=60,
+            what="the restart",
+        )
+        wait_for(lambda: not Path(f"/proc/{child}").exists(), timeout=30, what="the orphan to be stopped")
+        assert _children(second), "the new run's own child is left alone"
+    finally:
+        supervisor.shutdown(timeout=30)
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []

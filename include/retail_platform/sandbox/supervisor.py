@@ -22,11 +22,13 @@ listener.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -278,7 +280,42 @@ stdout_logfile_backups=3
 # ---------------------------------------------------------------------- running inside supervisord
 def exec_with_env(env_file: str, argv: list[str]) -> None:
     env = json.loads(Path(env_file).read_text())
+    reap_orphans_of_last_run(Path(env_file).with_suffix(".pgid"))
     os.execve(argv[0], argv, env)
+
+
+def reap_orphans_of_last_run(pgid_file: Path) -> list[int]:
+    """Stop what the program's previous run left behind, then record this run's process group.
+
+    supervisord starts each program in a process group of its own and stops the whole group, but a
+    program killed from outside (SIGKILL of the scheduler) leaves its children behind: LocalExecutor's
+    workers then idle forever beside the new scheduler's (seen: three per kill). Only orphans (parent
+    1) still in the old group are stopped, so a reused group number never touches a live program."""
+    try:
+        previous = int(pgid_file.read_text())
+    except (FileNotFoundError, ValueError):
+        previous = None
+    reaped = []
+    if previous and previous != os.getpgrp():
+        for pid in _orphans_in_group(previous):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                reaped.append(pid)
+    pgid_file.write_text(str(os.getpgrp()))
+    return reaped
+
+
+def _orphans_in_group(pgid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its closing paren.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == 1 and int(fields[2]) == pgid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 class Announcer:
