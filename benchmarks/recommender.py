@@ -1,14 +1,21 @@
 """The recommender at a preset: training time, the evaluation table, publish time, top-10 query times.
 
     ./platform python benchmarks/recommender.py [--preset prod] [--scale 1.0] [--seed 42] [--regenerate]
+    ./platform python benchmarks/recommender.py --variants taste taste:scale_prior=5 lightfm:epochs=5 ...
 
 Works in its own state folder (.state/bench-reco: its own MariaDB, lake, warehouse and PostgreSQL):
 generates the preset with its ground truth, extracts it, builds the warehouse and exports the
 training build (once; `--regenerate` rebuilds), then trains a version exactly as the retraining DAG
-does (evaluation on the time split, scored as served, beside the popular list as served, popularity,
+does (the default recipes: the taste model, then LightFM and the favourite line if the gate refuses
+it; `RETAIL_RECOMMENDER_MODEL=lightfm` for LightFM alone; evaluation on the time split, scored as served, beside the popular list as served, popularity,
 popularity by country, the favourite line, line x scale, item-item co-occurrence, the ceiling and the
 version published before, if a previous run published one), publishes it to pgvector, and measures
 exact top-10 queries with real user vectors and, for an HNSW index, its recall@10 against exact.
+
+``--variants`` instead: one time split of the same build, the baselines and the ceiling evaluated
+once, then each variant (``name:field=value,...``, fields of ``TrainParams``; the name is the
+recipe unless ``recipe=`` says otherwise) fitted on the split and scored as served; prints the
+variants table of docs/parts/recommender.md (no vector database needed).
 """
 
 from __future__ import annotations
@@ -106,6 +113,12 @@ def main() -> int:
     parser.add_argument("--regenerate", action="store_true")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument(
+        "--variants",
+        nargs="+",
+        metavar="NAME:FIELD=VALUE,...",
+        help="score these variants on one split instead of training a version (see above)",
+    )
+    parser.add_argument(
         "--queries-only",
         action="store_true",
         help="no training: publish a copy of the newest registered version (timed), then the query figures",
@@ -122,6 +135,10 @@ def main() -> int:
         del os.environ[name]  # always the benchmark's own servers
     if args.regenerate or not (state / "lake" / "ml" / "ratings_ml_training" / "_latest.json").exists():
         prepare(args, state)
+
+    if args.variants:
+        print(variants_table(args.variants))
+        return 0
 
     from retail_platform.sandbox.postgres import LocalPostgres
 
@@ -160,6 +177,74 @@ def measure_queries_only(conninfo: str) -> dict:
         "users": len(payload.customer_numbers),
         "queries": figures,
     }
+
+
+def parse_variant(spec: str):
+    """``taste:scale_prior=5`` -> (name, TrainParams); the name is the recipe unless ``recipe=`` is given."""
+    import dataclasses
+
+    from retail_platform.recommender.model import TrainParams
+
+    name, _, assignments = spec.partition(":")
+    types = {f.name: type(f.default) for f in dataclasses.fields(TrainParams)}
+    values = {"recipe": name}
+    for assignment in filter(None, assignments.split(",")):
+        key, _, value = assignment.partition("=")
+        if key not in types:
+            raise SystemExit(f"--variants {spec}: {key!r} is not a field of TrainParams ({', '.join(types)})")
+        values[key] = value == "True" if types[key] is bool else types[key](value)
+    return spec, TrainParams(**values)
+
+
+def variants_table(specs: list[str]) -> str:
+    from retail_platform.recommender import evaluation as ev
+    from retail_platform.recommender.ceiling import ceiling_scorer
+    from retail_platform.recommender.data import training_data
+    from retail_platform.recommender.settings import RecommenderSettings
+    from retail_platform.recommender.training import _model_scorer, train
+    from retail_platform.warehouse.export import read_export
+
+    variants = [parse_variant(spec) for spec in specs]  # a typo fails before any work
+    settings = RecommenderSettings.from_env()
+    data = training_data(read_export(settings.platform))
+    split = ev.time_split(data, settings.test_fraction)
+    products = ev.catalogue_index(data)
+    segments = {ev.KNOWN: split.known, ev.NEW: split.new}
+    references = ev.baseline_scorers(data, split, products)
+    ceiling = ceiling_scorer(settings.ground_truth_dir, products)
+    if ceiling is not None:
+        references["ceiling"] = ceiling
+    scores = {
+        (segment, name): ev.evaluate_method(name, segment, scorer, customers, split, products).per_customer
+        for segment, customers in segments.items()
+        for name, scorer in references.items()
+    }
+    known_best = max((b for b in references if b != "ceiling"), key=lambda b: scores[(ev.KNOWN, b)].mean())
+    new_base = scores[(ev.NEW, "popular_by_country")]
+    lines = [
+        f"known customers {len(split.known):,}, new {len(split.new):,}; best baseline (known): {known_best} "
+        f"{scores[(ev.KNOWN, known_best)].mean():.4f}; popularity by country (new) {new_base.mean():.4f}"
+        + (f"; ceiling (known) {scores[(ev.KNOWN, 'ceiling')].mean():.4f}" if ceiling else ""),
+        "",
+        "| variant | known NDCG@10 | x best | paired vs best [95% CI] | of ceiling | new NDCG@10 "
+        "| new vs popularity by country [95% CI] | fit CPU s |",
+        "| --- | ---: | ---: | --- | ---: | ---: | --- | ---: |",
+    ]
+    for spec, params in variants:
+        model = train(data, split.train, params)
+        scorer = _model_scorer(data, model)
+        known, new = (
+            ev.evaluate_method(spec, segment, scorer, customers, split, products).per_customer
+            for segment, customers in segments.items()
+        )
+        best = scores[(ev.KNOWN, known_best)]
+        of_ceiling = f"{known.mean() / scores[(ev.KNOWN, 'ceiling')].mean():.3f}" if ceiling else "–"
+        lines.append(
+            f"| {spec} | {known.mean():.4f} | {known.mean() / best.mean():.3f} | {ev.paired(known, best)} "
+            f"| {of_ceiling} | {new.mean():.4f} | {ev.paired(new, new_base) if len(new) else '–'} "
+            f"| {model.train_cpu_seconds:.1f} |"
+        )
+    return "\n".join(lines)
 
 
 def measure(args, conninfo: str) -> dict:

@@ -245,35 +245,6 @@ def test_the_store_keeps_the_catalogue_and_the_serving_side_answers_for_never_or
 
 
 # ---------------------------------------------------------------------- from a build to an answer
-# The warehouse's marts over the generator's classic preset (as tests/test_recommender.py builds them),
-# plus dim_products with a product nobody ordered, as the published dump's S18_3233.
-TRAINING_SQL = """
-select r.customerNumber::integer as customerNumber, c.city, c.state, c.postalCode, c.country,
-       c.creditLimit::decimal(10, 2) as creditLimit, r.productCode, p.productLine, p.productScale,
-       p.quantityInStock::integer as quantityInStock, p.buyPrice::decimal(10, 2) as buyPrice,
-       p.MSRP::decimal(10, 2) as MSRP, r.productRating::integer as productRating
-from ratings r join customers c using (customerNumber) join products p using (productCode)
-"""
-INTERACTIONS_SQL = """
-select o.customerNumber::integer as customer_number, l.productCode as product_code,
-       min(o.orderTimestamp) as first_ordered_at, max(o.orderTimestamp) as last_ordered_at,
-       count(distinct o.orderNumber)::integer as orders, sum(l.quantityOrdered)::integer as units
-from orderdetails l join orders o using (orderNumber) where o.status <> 'Cancelled' group by all
-"""
-POPULAR_SQL = """
-select (row_number() over (order by sum(quantityOrdered) desc, productCode))::integer as popularity_rank,
-       productCode as product_code, sum(quantityOrdered)::bigint as units
-from orderdetails group by productCode order by popularity_rank limit 50
-"""
-DIM_PRODUCTS_SQL = """
-select productCode as product_code, productName as product_name, productLine as product_line,
-       productScale as product_scale, productVendor as product_vendor,
-       quantityInStock::integer as quantity_in_stock, buyPrice::decimal(10, 2) as buy_price,
-       MSRP::decimal(10, 2) as msrp
-from products
-union all
-select 'S18_3233', '1985 Toyota Supra', 'Classic Cars', '1:18', 'Highway 66 Mini Classics', 7733, 57.01, 107.57
-"""
 LAB_EVENT = {  # the lab's example event, with the dump's never-ordered product in the cart
     "session_id": "lab-1",
     "customer_number": 478,
@@ -286,34 +257,55 @@ LAB_EVENT = {  # the lab's example event, with the dump's never-ordered product 
 
 @pytest.fixture
 def classic_export(tmp_path, monkeypatch):
-    import duckdb
+    """The generator's classic preset as an export build with dim_products and the dump's
+    never-ordered S18_3233 (recommender_support), in a lake of the test's own; the default gate."""
+    from recommender_support import export_generated
 
     from retail_platform.recommender.settings import RecommenderSettings
-    from retail_platform.sandbox.generator.build import generate
-    from retail_platform.sandbox.generator.presets import get_preset
-    from retail_platform.warehouse.export import CATALOGUE, INTERACTIONS, POPULAR, export_training_table
 
     monkeypatch.setenv("RETAIL_LAKE_URI", str(tmp_path / "lake"))
     monkeypatch.setenv("RETAIL_GROUND_TRUTH_DIR", str(tmp_path / "truth"))
     monkeypatch.setenv("RETAIL_ALERTS_FILE", str(tmp_path / "alerts.jsonl"))
-    source = generate(get_preset("classic"), seed=42)
-    conn = duckdb.connect()
-    for name, table in source.tables.items():
-        conn.register(name, table)
-    training, interactions, popular, products = (
-        conn.sql(sql).to_arrow_table()
-        for sql in (TRAINING_SQL, INTERACTIONS_SQL, POPULAR_SQL, DIM_PRODUCTS_SQL)
-    )
+    for name in ("RETAIL_RECOMMENDER_MODEL", "RETAIL_RECOMMENDER_GATE_BASELINE"):
+        monkeypatch.delenv(name, raising=False)
     settings = RecommenderSettings.from_env()
-    companions = {INTERACTIONS: interactions, POPULAR: popular, CATALOGUE: products}
-    build_id = export_training_table(settings.platform, table=training, companions=companions)["build_id"]
+    build_id, products = export_generated(settings, "classic", 42, catalogue=True)
     return settings, build_id, products
 
 
-def test_a_published_version_answers_the_labs_event_for_a_never_ordered_product(classic_export, vector_db):
-    """The real path: a build with the catalogue, a trained version, published (every product of
-    dim_products with a vector), loaded by the serving side, the lab's event answered by the model."""
-    from retail_platform.recommender.publishing import build_popular_list, publish_version
+def lab_events(known: list[int], new: list[int], browsed: str) -> list[dict]:
+    """Events in the lab's shape for known and new customers: the dump's never-ordered S18_3233 in
+    every fourth, a product the catalogue does not know in every fifth, assorted credit limits."""
+    events = []
+    for i, customer in enumerate(known + new):
+        browse = [{"product_code": browsed, "quantity": "2", "in_shopping_cart": False}]
+        if i % 4 == 0:
+            browse.append({"product_code": "S18_3233", "quantity": "1", "in_shopping_cart": True})
+        if i % 5 == 0:
+            browse.append({"product_code": NOT_IN_CATALOGUE, "quantity": "1", "in_shopping_cart": True})
+        events.append(
+            LAB_EVENT
+            | {
+                "session_id": f"lab-{i}",
+                "customer_number": customer,
+                "credit_limit": (59811, 21000, 0, 1234.5)[i % 4],
+                "browse_history": browse,
+            }
+        )
+    return events
+
+
+def test_a_published_version_answers_the_labs_event_for_a_never_ordered_product(
+    classic_export, vector_db, capsys
+):
+    """The real path with the default gate, no forced publish: a build with the catalogue (the dump's
+    sizes), a trained version the gate approves (provisionally: 24 known customers cannot make a lead
+    significant), published by the run's own publish step (every product of dim_products with a
+    vector), loaded by the serving side; the lab's event and events for known and new customers, the
+    never-ordered product among them, every one answered by the model."""
+    from retail_platform.alerts import read_alerts
+    from retail_platform.recommender.cli import main as cli
+    from retail_platform.recommender.publishing import TRAIN, RunPlan, publish_decided
     from retail_platform.recommender.training import train_version
     from retail_platform.serving.holder import vectors_conninfo
     from retail_platform.vectors import store
@@ -321,8 +313,18 @@ def test_a_published_version_answers_the_labs_event_for_a_never_ordered_product(
     settings, build_id, products = classic_export
     conninfo = vectors_conninfo()
     outcome = train_version(settings, build_id=build_id, conninfo=conninfo)
-    popular = build_popular_list(settings, build_id)
-    publish_version(settings, conninfo, outcome.version, popular=popular, build_id=build_id)
+    assert outcome.approved and outcome.gate.provisional == "provisional: not significant at n=24", (
+        outcome.gate.summary()
+    )
+    plan = RunPlan(TRAIN, build_id, None, "a manual run trains").to_dict()
+    published = publish_decided(settings, conninfo, plan, outcome.to_dict())
+    assert published["published"] and published["version"] == outcome.version, published
+    assert "provisional: not significant at n=24" in published["reason"]
+    alert = read_alerts(settings.platform)[-1]
+    assert alert["kind"] == "recommender_provisional" and outcome.version in alert["title"]
+    assert cli(["recommender", "versions"]) == 0
+    [listed] = [line for line in capsys.readouterr().out.splitlines() if line.startswith(outcome.version)]
+    assert "approved  taste" in listed and listed.endswith("current  (provisional: not significant at n=24)")
     model, popular = store.load_current(conninfo)
     catalogue = set(products.column("product_code").to_pylist())
     assert set(model.product_codes) == catalogue, "a vector for every product of dim_products"
@@ -335,3 +337,13 @@ def test_a_published_version_answers_the_labs_event_for_a_never_ordered_product(
     assert record["similar_items"]["product_code"] == "S18_3233"
     assert len(record["similar_items"]["similar_items"]) == 10
     assert {k: record[k] for k in LAB_EVENT} == LAB_EVENT, "the event comes back as it was sent"
+    known = [int(c) for c in model.customer_numbers[:8]]
+    new = [10**6 + i for i in range(8)]
+    for doc in lab_events(known, new, browsed=model.product_codes[0]):
+        outcome_of_event = handle(handler, json.dumps(doc).encode())
+        assert outcome_of_event.dead_letter is None, doc
+        record = json.loads(outcome_of_event.json)
+        assert (record["fallback"], record["model_version"]) == (False, outcome.version), record
+        assert len(record["recommended_items"]) == 10
+        assert record["user_source"] == ("published" if doc["customer_number"] in known else "features")
+        assert {k: record[k] for k in doc} == doc

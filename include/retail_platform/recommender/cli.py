@@ -38,12 +38,16 @@ def _versions(args, settings: RecommenderSettings) -> int:
 
     pointer = current_pointer(vectors_conninfo())
     marks = {pointer.version: "current", pointer.previous_version: "previous"} if pointer else {}
-    print(f"{'version':<26} {'created':<20} {'build':<24} {'gate':<9} {'NDCG@10 known':>13}  serving")
+    print(
+        f"{'version':<26} {'created':<20} {'build':<24} {'gate':<9} {'recipe':<14} {'NDCG@10 known':>13}"
+        "  serving"
+    )
     for m in Registry.from_settings(settings.platform).versions():
         ndcg = (m.get("evaluation") or {}).get("summary", {}).get("model", {}).get("known")
         print(
             f"{m['version']:<26} {m['created_at'][:19]:<20} {m['training_build']:<24} {m['status']:<9} "
-            f"{ndcg if ndcg is None else f'{ndcg:.4f}':>13}  {marks.get(m['version'], '')}"
+            f"{m.get('recipe', 'lightfm'):<14} {ndcg if ndcg is None else f'{ndcg:.4f}':>13}  "
+            f"{marks.get(m['version'], '')}" + (f"  ({m['provisional']})" if m.get("provisional") else "")
         )
     return 0
 

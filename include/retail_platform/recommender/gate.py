@@ -1,6 +1,6 @@
-"""The gate: a version is published only when it is materially better than popularity, measurably
-better than every baseline a data scientist tries first, for known and for new customers, and no
-worse than production.
+"""The gate: a version is published only when it is materially better than popularity, better than
+every baseline a data scientist tries first, for known and for new customers, and no worse than
+production.
 
 Each rule reads NDCG@10 per customer, so differences are *paired* (the same customers, their own
 figures), with a 95% interval:
@@ -16,6 +16,14 @@ figures), with a 95% interval:
 4. known customers: the model is at most ``tolerance`` (a fraction) below the model in production,
    measured on the same test period, or, when production saw that period, as recorded at its own
    evaluation.
+
+**Small samples** (rule 2): when the interval is wider than the margin itself (its half-width above
+``margin`` x the baseline's mean: too few customers to tell a lead of that size from chance), a
+model ahead of the best baseline by point estimate passes *provisionally*: the decision carries
+``provisional: not significant at n=<customers>`` (in the registry, the report and the alert), and
+the next retraining on more data decides again. A model significantly behind any baseline (known
+or new customers) is refused whatever the sample; with enough customers to resolve the margin, an
+interval that reaches zero is refused.
 
 ``baseline="popular_7d"`` narrows rules 1-3 to the popular list as served. Every reason names the
 baseline, both means and the paired difference with its interval.
@@ -33,10 +41,11 @@ MODEL, PRODUCTION = "model", "production"
 SERVED_TODAY, BEST = "popular_7d", "best"
 POPULARITY = ("popular_7d", "popularity", "popular_by_country")  # what serves without a model
 BASELINES = (*POPULARITY, "favourite_line", "line_x_scale", "cooccurrence")
-LIGHTFM, FAVOURITE_LINE, AUTO = "lightfm", "favourite_line", "auto"
-RECIPES = (AUTO, LIGHTFM, FAVOURITE_LINE)  # auto: LightFM, or the heuristic when the gate refuses LightFM
+LIGHTFM, FAVOURITE_LINE, TASTE, AUTO = "lightfm", "favourite_line", "taste", "auto"
+# auto: the taste model; LightFM when the gate refuses it; the favourite line when it refuses both.
+RECIPES = (AUTO, TASTE, LIGHTFM, FAVOURITE_LINE)
 # A model is not compared with itself: the served heuristic is not gated against its own variants.
-OWN_FAMILY = {FAVOURITE_LINE: {"favourite_line", "line_x_scale"}, LIGHTFM: set()}
+OWN_FAMILY = {FAVOURITE_LINE: {"favourite_line", "line_x_scale"}, LIGHTFM: set(), TASTE: set()}
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,7 @@ class Comparison:
     model_ndcg: float
     baseline_ndcg: float
     difference: Estimate  # paired, model - baseline
+    customers: int = 0
 
     def describe(self) -> str:
         return (
@@ -82,12 +92,16 @@ class GateDecision:
     comparisons: list[Comparison] = field(default_factory=list)
     production_ndcg: float | None = None
     production_basis: str | None = None
+    # Set when approved on a lead the sample is too small to make significant: "provisional: ...".
+    provisional: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def summary(self) -> str:
         verdict = "approved" if self.approved else "refused"
+        if self.approved and self.provisional:
+            verdict += f" ({self.provisional})"
         return f"{verdict}: " + "; ".join(self.reasons)
 
 
@@ -98,7 +112,9 @@ def best_baseline(segment: str, scores: dict[str, np.ndarray], among: tuple[str,
         return None
     best = max(candidates, key=lambda b: float(np.mean(scores[b])))
     model, base = scores[MODEL], scores[best]
-    return Comparison(segment, best, float(np.mean(model)), float(np.mean(base)), paired(model, base))
+    return Comparison(
+        segment, best, float(np.mean(model)), float(np.mean(base)), paired(model, base), len(model)
+    )
 
 
 def _margin_rule(c: Comparison, margin: float) -> tuple[bool, str]:
@@ -108,9 +124,35 @@ def _margin_rule(c: Comparison, margin: float) -> tuple[bool, str]:
     return beats, f"{c.describe()}: {verdict} {c.baseline} by {margin:.0%} (needs {needed:.4f})"
 
 
-def _paired_rule(c: Comparison) -> tuple[bool, str]:
-    above = c.difference.low > 0
-    return above, f"{c.describe()}: " + ("above zero" if above else "not above zero")
+def provisional_note(c: Comparison) -> str:
+    return f"provisional: not significant at n={c.customers}"
+
+
+def _too_few_to_tell(c: Comparison, margin: float) -> bool:
+    """The interval is wider than the margin: this many customers cannot tell such a lead from chance."""
+    half_width = (c.difference.high - c.difference.low) / 2
+    return half_width > margin * c.baseline_ndcg
+
+
+def _paired_rule(c: Comparison, margin: float) -> tuple[bool, str, str | None]:
+    """Above zero; or, on a sample too small to resolve the margin, ahead by point estimate and not
+    significantly behind: passed provisionally."""
+    if c.difference.low > 0:
+        return True, f"{c.describe()}: above zero", None
+    if c.difference.high < 0:
+        return False, f"{c.describe()}: below zero ({c.baseline} is better)", None
+    if c.difference.mean >= 0 and _too_few_to_tell(c, margin):
+        note = provisional_note(c)
+        return (
+            True,
+            (
+                f"{c.describe()}: not above zero, ahead by point estimate, and {c.customers} customers "
+                f"cannot resolve a {margin:.0%} lead (half-width {(c.difference.high - c.difference.low) / 2:.4f} "
+                f"> {margin * c.baseline_ndcg:.4f}): {note}"
+            ),
+            note,
+        )
+    return False, f"{c.describe()}: not above zero", None
 
 
 def _new_rule(c: Comparison | None) -> tuple[bool, str]:
@@ -147,13 +189,15 @@ def decide(
             f"the gate needs the model and {', '.join(rules.comparison_set())} for known customers"
         )
     new = best_baseline(NEW, scores.get(NEW, {}), rules.comparison_set())
-    checks = [_margin_rule(popular, rules.margin), _paired_rule(known), _new_rule(new)]
+    paired_ok, paired_reason, provisional = _paired_rule(known, rules.margin)
+    checks = [_margin_rule(popular, rules.margin), (paired_ok, paired_reason), _new_rule(new)]
     if production_ndcg is not None:
         checks.append(_production_rule(known.model_ndcg, production_ndcg, production_basis, rules.tolerance))
     failed = [reason for ok, reason in checks if not ok]
     passed = [reason for ok, reason in checks if ok]
     return GateDecision(
         approved=not failed,
+        provisional=provisional if not failed else None,
         reasons=failed + passed,  # why it was refused first
         model_ndcg=known.model_ndcg,
         best_baseline=known.baseline,

@@ -1,8 +1,8 @@
 """The served heuristic, as vectors: a customer's product-line shares, then popularity.
 
-It beat every model tried (docs/notes/recommender.md), so it ships through the same registry,
-publish and serving path as a trained model: the serving side's inner product of a user and an
-item vector reproduces it.
+The audit's heuristic, kept as ``auto``'s last recipe (after the taste model and LightFM): it ships
+through the same registry, publish and serving path as a trained model, the serving side's inner
+product of a user and an item vector reproducing it.
 
 * item vector: one-hot of the product line | the product's coordinates in the country popularity
   space (below) | bias ``popularity_weight * (1 - rank / products)``, rank by distinct buyers;

@@ -52,6 +52,13 @@ class TrainParams:
     item_alpha: float = 1e-6
     buckets: int = 5  # quantile buckets of credit limit, price, MSRP and stock
     popularity_weight: float = 0.005  # favourite_line: popularity's weight beside the line shares
+    line_prior: float = (
+        10.0  # taste: a customer's line shares, shrunk towards their country's by this many products
+    )
+    country_prior: float = 50.0  # taste: a country's line shares and scale tilt, shrunk towards everyone's
+    scale_prior: float = (
+        10.0  # taste: a customer's scale tilt, shrunk towards their country's by this many products
+    )
     normalize: bool = (
         False  # True: each row's feature weights sum to 1 (LightFM's habit); False: each weighs 1
     )

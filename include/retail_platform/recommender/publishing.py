@@ -167,6 +167,26 @@ def refusal_alert(outcome: dict, settings: RecommenderSettings, run_url: str | N
     )
 
 
+def provisional_alert(outcome: dict, settings: RecommenderSettings, run_url: str | None = None) -> Alert:
+    """``outcome``: a ``TrainingOutcome.to_dict()`` the gate approved provisionally (a lead too few
+    customers can make significant): published, and the data scientist told so."""
+    gate = outcome["gate"]
+    title = f"Recommender version {outcome['version']} published, {gate['provisional']}"
+    text = (
+        f"*Training build:* `{outcome['build_id']}`\n*Why provisional:* {'; '.join(gate['reasons'])}\n"
+        "It is ahead of every baseline by point estimate and significantly behind none; the next "
+        f"retraining decides again.\n```{outcome['report']}```"
+    )
+    return Alert.message(
+        "recommender_provisional",
+        title,
+        text,
+        link=run_url,
+        channel=settings.alert_channel,
+        details={"version": outcome["version"], "build_id": outcome["build_id"], "gate": gate},
+    )
+
+
 def publish_decided(
     settings: RecommenderSettings,
     conninfo: str,
@@ -186,11 +206,15 @@ def publish_decided(
             log.warning("%s (announced to %s via %s)", reason, settings.alert_channel, where)
             return {"published": False, "reason": reason, "version": outcome["version"]}
         version, why = outcome["version"], "approved by the gate"
+        if outcome["gate"].get("provisional"):
+            why += f" ({outcome['gate']['provisional']})"
     else:
         return {"published": False, "reason": run_plan["reason"]}
     popular = build_popular_list(settings, run_plan.get("build_id"))
     pointer = publish_version(settings, conninfo, version, popular=popular, build_id=run_plan.get("build_id"))
     log.info("published version %s (%s); previous %s", pointer.version, why, pointer.previous_version)
+    if run_plan["action"] == TRAIN and outcome["gate"].get("provisional"):  # told once it serves
+        deliver(provisional_alert(outcome, settings, run_url), settings.platform)
     return {
         "published": True,
         "version": pointer.version,

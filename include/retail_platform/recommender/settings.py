@@ -28,12 +28,13 @@ SETTINGS_DOC: list[Setting] = [
     Setting(
         "RETAIL_RECOMMENDER_MODEL",
         "auto",
-        "what is trained and served: lightfm (LightFM hybrid, WARP), favourite_line (the customer's "
-        "product-line shares then popularity, new customers popularity in their country, as vectors; "
-        "no training), or auto: LightFM, and the heuristic when the gate refuses LightFM (at the prod "
-        "preset LightFM wins; on the classic preset's 122 customers the heuristic does)",
+        "what is trained and served: taste (each customer's line and scale preferences, smoothed "
+        "towards their country's, then each product's share of its line x scale group, as vectors; "
+        "no training), lightfm (LightFM hybrid, WARP), favourite_line (the customer's product-line "
+        "shares then popularity), or auto: taste, then LightFM when the gate refuses it, then the "
+        "favourite line (taste wins at the prod and the classic preset)",
         attr="model",
-        choices=("auto", "lightfm", "favourite_line"),
+        choices=("auto", "taste", "lightfm", "favourite_line"),
     ),
     Setting(
         "RETAIL_RECOMMENDER_EPOCHS",
@@ -76,8 +77,9 @@ SETTINGS_DOC: list[Setting] = [
         "what the gate compares with: best (the margin over the best of the popular list as served, "
         "popularity and popularity by country; a paired difference above zero against the best of "
         "those, the favourite line, line x scale and item-item co-occurrence, leaving out the model's "
-        "own recipe; new customers not measurably worse) or popular_7d (every rule against the "
-        "popular list as served)",
+        "own recipe, or, when too few customers can resolve the margin, ahead by point estimate: "
+        "approved provisionally; new customers not measurably worse) or popular_7d (every rule "
+        "against the popular list as served)",
         attr="gate_baseline",
         choices=("best", "popular_7d"),
     ),

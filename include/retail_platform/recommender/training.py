@@ -8,8 +8,8 @@
    beside the evaluation, LightFM releases the GIL) and write it to the registry with the
    evaluation and the decision in its manifest (refused versions too).
 
-The recipe (``RETAIL_RECOMMENDER_MODEL``) is the favourite-line heuristic as vectors
-(``heuristic.py``) or LightFM (``model.py``); both publish the same 32-dimension vectors.
+The recipe (``RETAIL_RECOMMENDER_MODEL``) is the taste model (``taste.py``), LightFM (``model.py``)
+or the favourite-line heuristic (``heuristic.py``); all publish the same 32-dimension vectors.
 
 Publishing is a separate step (``publishing.py``): only an approved version, or one an operator
 names, reaches the vector database.
@@ -35,6 +35,7 @@ from retail_platform.recommender.gate import (
     LIGHTFM,
     MODEL,
     PRODUCTION,
+    TASTE,
     GateDecision,
     GateRules,
     decide,
@@ -43,6 +44,7 @@ from retail_platform.recommender.heuristic import fit_heuristic
 from retail_platform.recommender.model import FittedModel, TrainParams, fit
 from retail_platform.recommender.registry import Registry, code_version, new_version_id
 from retail_platform.recommender.settings import RecommenderSettings
+from retail_platform.recommender.taste import fit_taste
 from retail_platform.vectors.catalogue import embed_product
 from retail_platform.vectors.model import ModelVersion, UserFeatures
 from retail_platform.warehouse.export import read_export
@@ -85,11 +87,11 @@ def params_from(settings: RecommenderSettings) -> TrainParams:
 
 def train(data: TrainingData, interactions: pd.DataFrame, params: TrainParams) -> FittedModel:
     """Fit the recipe ``params.recipe`` on ``interactions``."""
-    return (
-        fit_heuristic(data, interactions, params)
-        if params.recipe == FAVOURITE_LINE
-        else fit(data, interactions, params)
-    )
+    if params.recipe == FAVOURITE_LINE:
+        return fit_heuristic(data, interactions, params)
+    if params.recipe == TASTE:
+        return fit_taste(data, interactions, params)
+    return fit(data, interactions, params)
 
 
 def _embedder(data: TrainingData, encode):
@@ -265,9 +267,9 @@ class Candidate:
 
 
 def recipes_of(settings: RecommenderSettings) -> tuple[str, ...]:
-    """The recipes a run tries, in order: ``auto`` tries LightFM, then, if the gate refuses it, the
-    favourite-line heuristic (which ships when nothing beats it)."""
-    return (LIGHTFM, FAVOURITE_LINE) if settings.model == AUTO else (settings.model,)
+    """The recipes a run tries, in order until the gate approves one: ``auto`` tries the taste model
+    (the best measured), then LightFM, then the favourite-line heuristic."""
+    return (TASTE, LIGHTFM, FAVOURITE_LINE) if settings.model == AUTO else (settings.model,)
 
 
 def _merged(model: list[ev.MethodResult], references: list[ev.MethodResult]) -> list[ev.MethodResult]:
@@ -349,6 +351,7 @@ def train_version(
     manifest = {
         "created_at": datetime.now(UTC).isoformat(),
         "status": "approved" if gate.approved else "refused",
+        "provisional": gate.provisional,  # "provisional: not significant at n=..." or None
         "training_build": data.build_id,
         "data_through": str(data.interactions["last_ordered_at"].max()),  # repeats included
         "code": code_version(),
