@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -561,3 +562,116 @@ def test_live_spikes_rise_hour_by_hour_on_the_source(sql, classic, tmp_path):
         (start, start + timedelta(hours=3)),
     )
     assert drift <= 1, "updated_at (the extraction's cursor) must follow the store's clock"
+
+
+def test_a_stale_source_is_topped_up_to_now_keeping_every_row(sql, admin, reader, mariadb, tmp_path):
+    """A rerun of `./platform run` a day later: the source seeded with a calendar that ended 26 hours
+    ago is brought to now. Every row it held is unchanged, new orders come after its last write (so
+    the extraction's watermarks pick them up: the lake then holds every source row), a spike rises
+    through the last hours to now in the ground truth, and a second top-up finds nothing to do."""
+    from datetime import UTC, datetime
+
+    from retail_platform.contract.model import load_contract
+    from retail_platform.extract.local_engine import extract_batch
+    from retail_platform.extract.plan import plan_extraction
+    from retail_platform.lake.batches import RawLake
+    from retail_platform.lake.storage import LakeStorage
+    from retail_platform.sandbox.generator.live import read_live_spikes
+    from retail_platform.sandbox.generator.topup import top_up
+    from retail_platform.source.introspect import read_live_schema
+
+    seeded_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(hours=26)
+    db = admin.with_database("classicmodels_stale")
+    load_source(generate(get_preset("classic"), seed=7, ends_at=seeded_at), db, replace=True)
+    mariadb.grant_reader(db.database)
+    source = reader.with_database(db.database)
+    contract = load_contract(
+        Path(__file__).resolve().parents[1] / "include" / "contracts" / "classicmodels.yml"
+    )
+    lake = RawLake(LakeStorage.from_uri(str(tmp_path / "lake")), "classicmodels")
+
+    def extract(start, end):
+        plans = plan_extraction(contract, read_live_schema(source), interval_start=start, interval_end=end)
+        for plan in plans:
+            extract_batch(plan, reader=source, lake=lake)
+
+    def snapshot():
+        return {t: set(sql.query(db, f"SELECT * FROM `{t}`")) for t in V31_COLUMNS}
+
+    extract(
+        (seeded_at - timedelta(hours=1)).replace(tzinfo=UTC),
+        (seeded_at + timedelta(minutes=1)).replace(tzinfo=UTC),
+    )
+    before = snapshot()
+    result = top_up(db, truth_dir=tmp_path, seed=5)
+    after = snapshot()
+    now = result.now
+
+    assert result.skipped is None and result.orders > 0, result.describe()
+    for table, rows in before.items():
+        assert rows <= after[table], f"{table}: a row held before the top-up changed or vanished"
+    assert len(after["orders"]) - len(before["orders"]) == result.orders
+    assert len(after["orderdetails"]) - len(before["orderdetails"]) == result.lines
+    ((first_new, newest, newest_update),) = sql.query(
+        db,
+        "SELECT MIN(orderTimestamp), MAX(orderTimestamp), MAX(updated_at) FROM orders WHERE orderNumber > %s",
+        (max(r[0] for r in before["orders"]),),
+    )
+    assert result.newest_write < first_new and newest <= now and newest_update <= now + timedelta(seconds=1)
+    assert newest >= now.replace(minute=0, second=0), "the data ends in the current hour"
+
+    (spike,) = read_live_spikes(tmp_path)
+    hours = [datetime.fromisoformat(spike["start_hour"]) + timedelta(hours=k) for k in range(4)]
+    assert len(spike["orders_per_hour"]) == 4 and hours[-1] == now.replace(minute=0, second=0)
+    counts = dict(
+        sql.query(
+            db,
+            "SELECT TIMESTAMP(DATE_FORMAT(o.orderTimestamp, '%%Y-%%m-%%d %%H:00:00')), COUNT(*) FROM orders o "
+            "JOIN orderdetails d USING (orderNumber) JOIN customers c USING (customerNumber) "
+            "WHERE d.productCode = %s AND c.country = %s AND o.orderTimestamp > %s GROUP BY 1",
+            (spike["product_code"], spike["country"], result.newest_write),
+        )
+    )
+    per_hour = [counts.get(h, 0) for h in hours]
+    assert all(n >= want for n, want in zip(per_hour, spike["orders_per_hour"], strict=True)), per_hour
+    assert per_hour == sorted(set(per_hour)) and spike["orders_per_hour"][0] >= 2, per_hour  # rising to now
+
+    current = now.replace(minute=0, second=0).replace(tzinfo=UTC)
+    extract(current, current + timedelta(hours=1))  # the rerun's extraction, up to now
+    for table, key in (("orders", ["orderNumber"]), ("orderdetails", ["orderNumber", "productCode"])):
+        in_lake = {tuple(r[k] for k in key) for r in lake.read_table(table).to_pylist()}
+        in_source = set(sql.query(db, f"SELECT {', '.join(key)} FROM `{table}`"))
+        assert in_lake == in_source, f"{table}: the extraction missed {len(in_source - in_lake)} rows"
+
+    again = top_up(db, truth_dir=tmp_path, seed=5)
+    assert again.orders == 0 and "current" in again.skipped
+
+
+def test_retail_generate_ends_now_shifts_the_calendar_to_now(
+    sql, admin, mariadb, monkeypatch, tmp_path, capsys
+):
+    """`retail generate --ends-now` seeds as `./platform run` does (the data ends now, a spike rising
+    through the last hours in the ground truth); without it the preset's own dates are kept."""
+    import json
+    from datetime import UTC, datetime
+
+    from retail_platform import cli
+    from retail_platform.connections import conn_env_var
+    from retail_platform.sandbox.settings import ADMIN_CONN_ID
+
+    db = admin.with_database("classicmodels_cli")
+    monkeypatch.setenv(conn_env_var(ADMIN_CONN_ID), db.url())
+    argv = ["generate", "--scale", "0.3", "--replace", "--truth-dir", str(tmp_path)]
+    assert cli.main([*argv, "--ends-now"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    ends_at = datetime.fromisoformat(summary["calendar"]["ends_at"])
+    assert abs(ends_at - datetime.now(UTC).replace(tzinfo=None)) < timedelta(minutes=5)
+    ((newest,),) = sql.query(db, "SELECT MAX(orderTimestamp) FROM orders")
+    current_hour = ends_at.replace(minute=0, second=0)
+    assert current_hour <= newest <= ends_at
+    spikes = pq.read_table(tmp_path / "spikes.parquet").to_pylist()
+    assert any(s["start_hour"] + timedelta(hours=s["rise_hours"] - 1) == current_hour for s in spikes)
+
+    assert cli.main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["calendar"] == "preset"
+    assert sql.query(db, "SELECT MAX(orderDate) FROM orders")[0][0] == get_preset("classic").end

@@ -2,6 +2,7 @@
 
 retail sandbox start|stop|status|env  the sandbox's servers (the private MariaDB that plays the replica)
 retail generate --preset classic|prod [--scale F] [--seed N] [--variant modern|original] [--replace]
+                [--ends-now]            the calendar shifted to end now, a spike rising (as ./platform run)
 retail generate --from-dump FILE.sql   a classicmodels dump as it is, plus ratings
 retail live --rate 2 --duration 60     keep inserting and shipping orders
 retail show                            what is in the source (read-only user)
@@ -51,6 +52,9 @@ def _cmd_sandbox(args) -> int:
 def _cmd_generate(args) -> int:
     from retail_platform.sandbox.seed import seed_source
 
+    if args.ends_now and args.from_dump:
+        raise SystemExit("retail generate: --ends-now shifts a generated calendar; a dump keeps its dates")
+
     summary = seed_source(
         preset=args.preset,
         scale=args.scale,
@@ -59,6 +63,7 @@ def _cmd_generate(args) -> int:
         dump=Path(args.from_dump) if args.from_dump else None,
         replace=args.replace,
         truth_dir=Path(args.truth_dir) if args.truth_dir else None,
+        ends_now=args.ends_now,
     )
     print(json.dumps(summary, indent=2))
     return 0
@@ -334,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generation_args(p)
     p.add_argument("--replace", action="store_true", help="drop and rebuild existing tables")
     p.add_argument("--truth-dir", help="where ground truth goes (default <state>/ground_truth/<database>)")
+    p.add_argument(
+        "--ends-now",
+        action="store_true",
+        help="shift the calendar to end now, the last spike rising through the last hours (as "
+        "`./platform run` seeds it); default: the preset's own dates (classic: the published dump's)",
+    )
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("live", help="keep inserting and updating orders at a rate")

@@ -14,6 +14,7 @@ from retail_platform.sandbox.generator.dump import load_dump
 from retail_platform.sandbox.generator.load import existing_tables, load_source, write_ground_truth
 from retail_platform.sandbox.generator.presets import get_preset
 from retail_platform.sandbox.generator.schema import TABLE_ORDER
+from retail_platform.sandbox.generator.topup import TopUp, top_up
 from retail_platform.sandbox.settings import ADMIN_CONN_ID, reader_conn_id
 from retail_platform.settings import Settings
 from retail_platform.source.connection import MySQLConnectionInfo, connect, mysql_info
@@ -67,8 +68,9 @@ def seed_source(
     """Build the source with the admin connection; returns a summary with timings.
 
     ``ends_now`` shifts the generated calendar so that the data ends now with a spike rising
-    (`./platform run` asks for it on the modern variant); without it the preset's own dates are
-    kept (the classic preset: the published dump's), as the tests and benchmarks expect."""
+    (`./platform run` asks for it on the modern variant; `bring_source_to_present` keeps it there
+    on later runs); without it the preset's own dates are kept (the classic preset: the published
+    dump's), as the tests and benchmarks expect."""
     settings = settings or Settings.from_env()
     _, admin = sandbox_source(settings)
     truth_dir = truth_dir or settings.ground_truth_dir / admin.database
@@ -96,6 +98,17 @@ def seed_source(
         "load_s": round(load_s, 2),
         "ground_truth": str(truth_dir),
     }
+
+
+def bring_source_to_present(
+    settings: Settings | None = None, *, now: datetime | None = None, seed: int | None = None
+) -> TopUp:
+    """A seeded source whose last write is over an hour old is topped up to now with the live
+    store's orders and a spike rising now (``generator/topup.py``); what it holds is kept as it
+    is, so the lake's batches and the extraction's watermarks stay valid."""
+    settings = settings or Settings.from_env()
+    _, admin = sandbox_source(settings)
+    return top_up(admin, now=now, truth_dir=settings.ground_truth_dir / admin.database, seed=seed)
 
 
 def source_row_counts(settings: Settings | None = None) -> dict[str, int]:

@@ -424,7 +424,8 @@ class _ProductSampler:
 
 
 # ---------------------------------------------------------------------------------- orders
-_HOUR_WEIGHTS = np.array(
+# Relative order volume by hour of the day (UTC), shared with the top-up of a stale source.
+HOUR_WEIGHTS = np.array(
     [
         0.2,
         0.15,
@@ -461,7 +462,7 @@ def _base_orders(rng, preset: Preset, customers, plans):
     weekday = (np.array([preset.start.weekday()]) + day_index) % 7
     day_weight = (1 + 1.2 * day_index / max(days - 1, 1)) * np.where(weekday >= 5, 0.8, 1.0)
     chosen_days = rng.choice(days, size=n_total, p=day_weight / day_weight.sum())
-    hours = rng.choice(24, size=n_total, p=_HOUR_WEIGHTS / _HOUR_WEIGHTS.sum())
+    hours = rng.choice(24, size=n_total, p=HOUR_WEIGHTS / HOUR_WEIGHTS.sum())
     seconds = rng.integers(0, 3600, size=n_total)
     ts = _to_datetime64(preset.start) + (chosen_days * 86400 + hours * 3600 + seconds).astype(
         "timedelta64[s]"

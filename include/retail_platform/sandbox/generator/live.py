@@ -45,7 +45,7 @@ class LiveStats:
 
 Clock = Callable[[], datetime]
 LIVE_SPIKES_FILE = "live_spikes.jsonl"
-MEAN_LINES_PER_ORDER = 3.5  # tick() draws 1..6 lines an order
+MAX_LINES_PER_ORDER = 6  # tick() draws 1..max lines an order, uniformly
 
 
 def utc_clock() -> datetime:
@@ -97,9 +97,11 @@ class LiveStore:
         seed: int | None = None,
         truth_dir: Path | None = None,
         clock: Clock = utc_clock,
+        max_lines: int = MAX_LINES_PER_ORDER,
     ):
         self.admin = admin
         self.clock = clock
+        self.max_lines = max_lines
         self.rng = np.random.default_rng(seed)
         self.conn = connect(admin, autocommit=False)
         with self.conn.cursor() as cur:
@@ -124,6 +126,11 @@ class LiveStore:
         self.msrp_cents = np.array([int(r[1] * 100) for r in rows])
         self.popularity = np.ones(len(self.products))
         self.rating_model = self._rating_model(truth_dir)
+
+    @property
+    def mean_lines(self) -> float:
+        """Lines an ordinary order has on average."""
+        return (1 + self.max_lines) / 2
 
     def _rating_model(self, truth_dir: Path | None):
         """Rate new purchases with the generation's hidden tastes when its ground truth is at hand."""
@@ -189,7 +196,7 @@ class LiveStore:
                     vals,
                 )
                 if spike_product is None:
-                    k = int(self.rng.integers(1, 7))
+                    k = int(self.rng.integers(1, self.max_lines + 1))
                     picks = self.rng.choice(
                         len(self.products), size=min(k, len(self.products)), replace=False, p=p
                     )
@@ -273,16 +280,17 @@ class LiveSpikes:
         rate_per_s: float,
         rise_hours: int = 3,
         truth_file: Path | None = None,
+        id_prefix: str = "live",
     ):
         self.store, self.every, self.rate_per_s, self.rise_hours = store, every, rate_per_s, rise_hours
-        self.truth_file = truth_file
+        self.truth_file, self.id_prefix = truth_file, id_prefix
         self.active: list[LiveSpike] = []
         self.next_start: datetime | None = None
         self.countries = sorted({c for c in store.countries if (store.countries == c).sum() >= 2})
 
     def due_orders(self, now: datetime, stats: LiveStats) -> list[tuple[int, int]]:
         if self.countries and (self.next_start is None or now >= self.next_start):
-            self.active.append(self._start(now))
+            self.active.append(self.start(now))
             stats.spikes_started += 1
             self.next_start = now + self.every
         orders = []
@@ -296,7 +304,8 @@ class LiveSpikes:
         self.active = [s for s in self.active if not s.finished(now)]
         return orders
 
-    def _start(self, now: datetime) -> LiveSpike:
+    def start(self, now: datetime) -> LiveSpike:
+        """A new spike starting at ``now``, written to the ground truth."""
         rng, store = self.store.rng, self.store
         busy = {(s.product_code, s.country) for s in self.active}
         while True:
@@ -306,10 +315,10 @@ class LiveSpikes:
                 break
         share = (store.countries == country).mean()
         popularity = store.popularity[product] / store.popularity.sum()
-        usual = self.rate_per_s * 3600 * MEAN_LINES_PER_ORDER * popularity * share
+        usual = self.rate_per_s * 3600 * store.mean_lines * popularity * share
         base = max(2, math.ceil(2 * usual))
         spike = LiveSpike(
-            spike_id=f"live-{now:%Y%m%dT%H%M%S}-{store.products[product]}-{country}",
+            spike_id=f"{self.id_prefix}-{now:%Y%m%dT%H%M%S}-{store.products[product]}-{country}",
             product_code=store.products[product],
             country=country,
             started_at=now.replace(microsecond=0),
