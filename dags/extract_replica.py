@@ -5,8 +5,12 @@ Extracts the `<source>` read replica into the Parquet lake, one **atomic batch p
 interval** (`<prefix>/<table>/batch_id=<interval>/`, manifest written, then the table's index
 switched). One such DAG per source contract in `RETAIL_CONTRACTS_DIR`.
 
-* **Schedule:** `RETAIL_EXTRACT_SCHEDULE` (cron, default hourly; down to `*/10 * * * *`). Each run
-  reads its data interval, so a rerun or backfill rewrites exactly that interval's batches.
+* **Schedule:** `RETAIL_EXTRACT_SCHEDULE` (cron, default hourly; down to `* * * * *`). Each run
+  reads its data interval, so a rerun or backfill rewrites exactly that interval's batches. One run
+  at a time (`max_active_runs=1`, no catch-up): a run longer than the interval delays the next, whose
+  batches start at the tables' watermarks minus their lookback, so a skipped interval loses no row.
+  A manual run triggered with the conf `{"read_to_now": true}` (as `./platform run` does) reads the
+  interval that holds now, up to now, instead of the last complete one (`extract/intervals.py`).
 * **Tasks:** `plan_batches` reads `information_schema` once and plans every table of the source
   contract; `extract_table` is mapped per table in the `<pool>` pool (caps concurrent queries on
   the replica, connection `<connection>`) with a statement timeout; `publish` emits the
@@ -77,16 +81,19 @@ def extraction_dag(names: SourceNames):
             execution_timeout=timedelta(minutes=5),
             on_failure_callback=SourceOutageNotifier(names.name),
         )
-        def plan_batches(data_interval_start=None, data_interval_end=None, ti=None) -> list[dict]:
+        def plan_batches(
+            data_interval_start=None, data_interval_end=None, dag_run=None, ti=None
+        ) -> list[dict]:
+            from retail_platform.extract.intervals import interval_to_read
             from retail_platform.extract.runner import plan_run
 
-            plans = plan_run(
-                SETTINGS,
-                names.name,
+            start, end = interval_to_read(
+                SETTINGS.extract_schedule,
                 data_interval_start,
                 data_interval_end,
-                run_url=getattr(ti, "log_url", None),
+                getattr(dag_run, "conf", None),
             )
+            plans = plan_run(SETTINGS, names.name, start, end, run_url=getattr(ti, "log_url", None))
             return [plan.to_dict() for plan in plans]  # JSON through XCom
 
         plans = plan_batches()

@@ -10,6 +10,7 @@ import stat
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 
 import pytest
 from browser_support import SCREENSHOTS, chromium, free_port, listening_addresses
@@ -120,3 +121,73 @@ def test_the_ui_needs_a_login_and_stays_on_loopback(airflow_stack):
     secrets = json.loads(airflow_stack.credentials_file.read_text())
     assert len(secrets["jwt_secret"]) >= 64, "a JWT secret of full length (HS512: 64 bytes)"
     assert set(json.loads(airflow_stack.passwords_file.read_text())) == {"admin", "operator"}
+
+
+def _api(stack, method: str, path: str, body: dict | None = None, token: str | None = None) -> dict:
+    """The REST API the UI uses, as the operator."""
+    if token is None:
+        password = json.loads(stack.passwords_file.read_text())["operator"]
+        token = _api(stack, "POST", "/auth/token", {"username": "operator", "password": password}, "")
+        token = token["access_token"]
+    request = urllib.request.Request(
+        f"{stack.airflow_url}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Content-Type": "application/json", "Accept": "application/json"}
+        | ({"Authorization": f"Bearer {token}"} if token else {}),
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def _at(timestamp: str) -> datetime:
+    return datetime.fromisoformat(timestamp)
+
+
+def test_runs_made_by_platform_run_show_their_task_logs_in_the_ui(airflow_stack, mariadb, vector_db, dagbag):
+    """`./platform run`'s way of running DAGs (`airflow dags test` through the executor, on `up`'s
+    metadata database and log folder): each task's log is read through the API the UI uses; each run
+    starts when it starts (a shared logical date made each later run look longer)."""
+    from retail_platform.sandbox.pipeline import run_dags
+
+    dag_ids = [
+        next(d for d in sorted(dagbag.dag_ids) if d.startswith(kind)) for kind in ("watch_", "extract_")
+    ]
+    metadata = vector_db.database_url("airflow_ui")
+    env = airflow_stack.airflow_env(dict(mariadb.connection_env()))
+    env |= {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata}
+
+    def test_runs(dag_id: str) -> list[dict]:
+        runs = _api(airflow_stack, "GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=start_date&limit=100")
+        return [run for run in runs["dag_runs"] if run["triggered_by"] == "test"]
+
+    before = {run["dag_run_id"] for dag_id in dag_ids for run in test_runs(dag_id)}
+    # Paused, the scheduler leaves the runs to `dags test` alone (`run` refuses while `up` runs).
+    for dag_id in dag_ids:
+        _api(airflow_stack, "PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": True})
+    try:
+        run_dags(
+            airflow_stack.settings.platform, env, [(dag_id, "as `./platform run` does") for dag_id in dag_ids]
+        )
+    finally:
+        for dag_id in dag_ids:
+            _api(airflow_stack, "PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+
+    (watch_run,) = [run for run in test_runs(dag_ids[0]) if run["dag_run_id"] not in before]
+    (extract_run,) = [run for run in test_runs(dag_ids[1]) if run["dag_run_id"] not in before]
+    assert watch_run["state"] == extract_run["state"] == "success", (watch_run, extract_run)
+    assert _at(extract_run["start_date"]) >= _at(watch_run["end_date"]), (watch_run, extract_run)
+    for run in (watch_run, extract_run):
+        dag_run = f"/api/v2/dags/{run['dag_id']}/dagRuns/{run['dag_run_id']}"
+        tasks = _api(airflow_stack, "GET", f"{dag_run}/taskInstances?limit=100")["task_instances"]
+        assert tasks
+        assert _at(run["start_date"]) <= min(_at(t["start_date"]) for t in tasks), (run, tasks)
+        assert _at(run["end_date"]) >= max(_at(t["end_date"]) for t in tasks), (run, tasks)
+        for task in tasks:
+            path = f"{dag_run}/taskInstances/{task['task_id']}/logs/{task['try_number']}"
+            lines = _api(airflow_stack, "GET", f"{path}?map_index={task['map_index']}")["content"]
+            # The file the UI read (named in its first lines), then the task's own lines, from that run.
+            sources = [line["event"] for line in lines if "timestamp" not in line]
+            assert any(f"/run_id={run['dag_run_id']}/task_id={task['task_id']}/" in s for s in sources), lines
+            own = [line for line in lines if line.get("run_id") == run["dag_run_id"]]
+            assert own and all(line["task_id"] == task["task_id"] for line in own), lines

@@ -2,7 +2,9 @@
 
 1. the sandbox: its private MariaDB (unless the environment names a replica), seeded when empty;
    its connections are handed to every process launched from here;
-2. Airflow's metadata database and pools, dbt's precompiled manifest;
+2. Airflow's metadata database and pools, dbt's precompiled manifest: `./platform up`'s Airflow (its
+   database in the sandbox's PostgreSQL, its keys, its log folder), so these runs are seen in its UI
+   with their task logs;
 3. `airflow dags test watch_classicmodels_schema`: the replica's schema against the contract;
 4. `airflow dags test extract_classicmodels`: the replica into the lake (atomic batches);
 5. `airflow dags test transform_warehouse`: dbt builds the marts and exports the training table
@@ -10,22 +12,33 @@
 6. `airflow dags test retrain_recommender`: trains, evaluates and gates a recommender version and
    publishes it to the sandbox's PostgreSQL + pgvector (started in step 1);
 7. show the lake, the marts and the recommender's evaluation beside popularity.
+
+Each `dags test` runs its tasks through the LocalExecutor (`--use-executor`), as `up`'s scheduler
+does: each task is a process that writes its log where the UI reads it
+(``<AIRFLOW_HOME>/logs/dag_id=…/run_id=…/task_id=…/attempt=N.log``; run in-process, a task writes
+none) and reports to Airflow's execution API, served here for the length of the runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
+from retail_platform.extract.intervals import READ_TO_NOW
 from retail_platform.sandbox.seed import sandbox_source, seed_source, source_is_seeded, source_row_counts
 from retail_platform.settings import Settings
 
 log = logging.getLogger(__name__)
+EXECUTION_API_START_TIMEOUT_S = 180
 
 
 class PipelineStepFailed(RuntimeError):
@@ -62,6 +75,76 @@ def airflow_env(settings: Settings) -> dict:
     return env
 
 
+def shared_airflow_env(settings: Settings) -> dict[str, str]:
+    """`./platform up`'s Airflow: its metadata database (a database of its own in the sandbox's
+    PostgreSQL, never SQLite), its keys, its log folder; the runs made with it are `up`'s runs."""
+    from retail_platform.sandbox.postgres import LocalPostgres
+    from retail_platform.sandbox.settings import SandboxSettings
+    from retail_platform.sandbox.stack import Stack, airflow_metadata_url
+
+    stack = Stack(replace(SandboxSettings.from_env(), platform=settings))
+    # Started even when the vectors live elsewhere (AIRFLOW_CONN_RETAIL_VECTORS); left alone if running.
+    LocalPostgres.from_settings(stack.settings).ensure_running()
+    return stack.airflow_env({}) | {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_metadata_url(stack)}
+
+
+@contextlib.contextmanager
+def execution_api(env: dict[str, str], log_file: Path) -> Iterator[dict[str, str]]:
+    """Airflow's execution API (that app alone of the API server) while the DAGs run: the executor's
+    task processes report to it. Yields ``env`` pointing task processes at it."""
+    from retail_platform.sandbox.processes import free_port, log_tail, stop_process
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = env | {"AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/"}
+    argv = [sys.executable, "-m", "airflow", "api-server", "--apps", "execution",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("w") as out:
+        server = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + EXECUTION_API_START_TIMEOUT_S
+        while not _answers(f"{url}/execution/health"):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise PipelineStepFailed(
+                    f"Airflow's execution API did not start on {url} (log: {log_file}):\n{log_tail(log_file)}"
+                )
+            time.sleep(0.5)
+        yield env
+    finally:
+        if server.poll() is None:
+            stop_process(server.pid, timeout=30, group=True, kill_after=True)
+        server.wait()
+
+
+def run_dags(settings: Settings, env: dict[str, str], dags: list[tuple[str, str]]) -> None:
+    """`airflow dags test` each DAG (id, what it does) in turn, its tasks through the executor."""
+    logs = settings.state_dir / "logs"
+    with execution_api(env, logs / "airflow-execution-api.log") as env:
+        for dag_id, what in dags:
+            _banner(f"airflow dags test {dag_id} ({what})")
+            # No logical date given: each run's is its own start (`dags test` starts a run at its
+            # logical date; one date for all counted the earlier DAGs' time in each later run).
+            # An extraction reads the interval that holds now, up to now (extract/intervals.py).
+            conf = ["-c", json.dumps({READ_TO_NOW: True})] if dag_id in extract_dag_ids(settings) else []
+            seconds = _airflow(["dags", "test", dag_id, *conf, "--use-executor"], logs / f"{dag_id}.log", env)
+            print(f"succeeded in {seconds:.0f} s (log: {logs / f'{dag_id}.log'}; task logs in the UI)")
+
+
+def extract_dag_ids(settings: Settings) -> set[str]:
+    from retail_platform.sources import source_names
+
+    return {names.extract_dag_id for names in source_names(settings.contracts_dir)}
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def prepare_airflow(settings: Settings, env: dict) -> None:
     logs = settings.state_dir / "logs"
     _airflow(["db", "migrate"], logs / "airflow-db-migrate.log", env)
@@ -94,6 +177,11 @@ def run_pipeline(
     settings: Settings | None = None,
 ) -> int:
     settings = settings or Settings.from_env()
+    if _up_runs(settings):
+        # One metadata database: `up`'s scheduler would take this run's tasks as its own.
+        print(f"`./platform up` runs on this state folder ({settings.state_dir}): its scheduler runs")
+        print("the DAGs (trigger them in its UI); or `./platform down` first")
+        return 1
     _banner("source")
     from retail_platform.connections import conn_env_var
     from retail_platform.sandbox.settings import SANDBOX_SOURCE, reader_conn_id
@@ -126,6 +214,10 @@ def run_pipeline(
         )
     else:
         print("source already seeded (pass --regenerate to rebuild it)")
+        if not own_source:  # a source of the sandbox's own: brought to now, what it holds kept
+            from retail_platform.sandbox.seed import bring_source_to_present
+
+            print(bring_source_to_present(settings).describe())
     counts = source_row_counts(settings)
     print("  " + ", ".join(f"{table} {count:,}" for table, count in counts.items()))
 
@@ -140,25 +232,24 @@ def run_pipeline(
         for n in source_names(settings.contracts_dir)
     ):
         print("warning: the dbt sources differ from the source contract; run `retail contract dbt-sources`")
-    env = airflow_env(settings)
+    env = shared_airflow_env(settings)
     prepare_airflow(settings, env)
     ensure_manifest(settings)
-    print(f"ready (Airflow home {env['AIRFLOW_HOME']})")
+    print(f"ready (Airflow home {env['AIRFLOW_HOME']}, metadata in the sandbox's PostgreSQL)")
 
-    logical_date = datetime.now(UTC).replace(microsecond=0).isoformat()
-    logs = settings.state_dir / "logs"
-    for dag_id, what in (
-        (names.watch_dag_id, "the replica's schema against the contract"),
-        (names.extract_dag_id, "the replica into the lake"),
-        ("transform_warehouse", "dbt: staging, marts, training table export"),
-        # Daily in production: merges each table's batches (nothing to merge after one batch).
-        ("compact_lake", "the lake's compaction"),
-        # Scheduled on the training export's Asset in production; a manual run trains at once.
-        ("retrain_recommender", "the recommender: train, evaluate, gate, publish to pgvector"),
-    ):
-        _banner(f"airflow dags test {dag_id} ({what})")
-        seconds = _airflow(["dags", "test", dag_id, logical_date], logs / f"{dag_id}.log", env)
-        print(f"succeeded in {seconds:.0f} s (log: {logs / f'{dag_id}.log'})")
+    run_dags(
+        settings,
+        env,
+        [
+            (names.watch_dag_id, "the replica's schema against the contract"),
+            (names.extract_dag_id, "the replica into the lake"),
+            ("transform_warehouse", "dbt: staging, marts, training table export"),
+            # Daily in production: merges each table's batches (nothing to merge after one batch).
+            ("compact_lake", "the lake's compaction"),
+            # Scheduled on the training export's Asset in production; a manual run trains at once.
+            ("retrain_recommender", "the recommender: train, evaluate, gate, publish to pgvector"),
+        ],
+    )
 
     _banner("the lake and the marts")
     show_results(settings)
@@ -181,6 +272,13 @@ def run_pipeline(
         "  ./platform up          the whole platform on its schedules, with the Airflow UI (./platform down)"
     )
     return 0
+
+
+def _up_runs(settings: Settings) -> bool:
+    from retail_platform.sandbox.supervisor import Supervisor
+
+    supervisor = Supervisor(settings.state_dir)
+    return supervisor.is_running() and supervisor.manages("airflow-scheduler")
 
 
 def start_vector_database() -> str:
