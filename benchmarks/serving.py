@@ -15,7 +15,9 @@ It runs on the same machine as the server.
 Shedding before the queue: the load generator pinned to one core and the API to the other
 (taskset); the rate one worker sustains at p99 <= 50 ms, then three times that rate with no
 limits, and with the server's shedding (``retail_platform.serving.server``) on 1 and 2 workers.
-A 503 with Retry-After counts as an answer (a refusal at the door); a time-out never does.
+A 503 with Retry-After counts as an answer (a refusal at the door); a time-out never does. The
+overload runs send no ``X-Request-Start`` (the server stamps arrivals itself: no proxy in front);
+``--proxy-stamp`` sends it, as a proxy in front would.
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ async def open_loop(
     path: str = "/v1/recommendations",
     parse: bool = True,
     timeout_s: float = 10.0,
+    stamp: bool = True,
 ) -> dict:
     import aiohttp
 
@@ -166,7 +169,9 @@ async def open_loop(
         async def one(i: int, due: float):
             try:
                 # When the request was due, as a proxy in front would stamp it: queueing counts.
-                stamped = headers | {"X-Request-Start": f"t={wall_start + (due - start):.6f}"}
+                stamped = headers | (
+                    {"X-Request-Start": f"t={wall_start + (due - start):.6f}"} if stamp else {}
+                )
                 async with session.post(
                     f"{url}{path}", data=bodies[i % len(bodies)], headers=stamped
                 ) as response:
@@ -403,7 +408,13 @@ def sustained_rate(env: dict, logs: Path, cpus, rates: list[float], seconds: flo
 
 
 def shedding(
-    env: dict, logs: Path, rates: list[float], seconds: float, timeout_s: float, only_defaults: bool = False
+    env: dict,
+    logs: Path,
+    rates: list[float],
+    seconds: float,
+    timeout_s: float,
+    only_defaults: bool = False,
+    proxy_stamp: bool = False,
 ) -> None:
     """The rate one worker sustains (p99 <= 50 ms), then three times that without limits and with the
     server's shedding (1 and 2 workers), the server pinned to its own core(s), the load to another."""
@@ -412,6 +423,7 @@ def shedding(
     sustained = sustained_rate(env, logs, server_cpus, rates, seconds)
     over = sustained * 3
     print(f"one worker sustains {sustained:.0f} req/s at p99 <= 50 ms; overload: {over:.0f} req/s")
+    print(f"overload requests {'carry' if proxy_stamp else 'carry no'} X-Request-Start")
     runs = [
         ("uvicorn limits off, 1 worker", {"RETAIL_API_WORKERS": "1"} | NO_LIMITS),
         ("defaults, 1 worker", {"RETAIL_API_WORKERS": "1"}),
@@ -423,7 +435,9 @@ def shedding(
     for title, extra in runs:
 
         def run(url, title=title):
-            result = asyncio.run(open_loop(url, BODIES, over, seconds * 2, timeout_s=timeout_s))
+            result = asyncio.run(
+                open_loop(url, BODIES, over, seconds * 2, timeout_s=timeout_s, stamp=proxy_stamp)
+            )
             report_load(
                 f"  {title}, {over:.0f} req/s for {seconds * 2:.0f} s (timeout {timeout_s:g} s)", result
             )
@@ -450,6 +464,9 @@ def main() -> int:
     )
     parser.add_argument("--timeout", type=float, default=5.0, help="--shedding: the client's timeout (s)")
     parser.add_argument("--smoke", action="store_true", help="--shedding: only the defaults on one worker")
+    parser.add_argument(
+        "--proxy-stamp", action="store_true", help="--shedding: overload requests carry X-Request-Start"
+    )
     args = parser.parse_args()
     os.environ["RETAIL_STATE_DIR"] = str(Path(args.state_dir).resolve())
     from retail_platform.sandbox.kinesis import LocalKinesis
@@ -488,7 +505,15 @@ def main() -> int:
     if args.shedding:
         try:
             rates = [float(r) for r in args.rates.split(",")]
-            shedding(env, logs, rates, args.seconds, args.timeout, only_defaults=args.smoke)
+            shedding(
+                env,
+                logs,
+                rates,
+                args.seconds,
+                args.timeout,
+                only_defaults=args.smoke,
+                proxy_stamp=args.proxy_stamp,
+            )
         finally:
             postgres.stop()
         print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (2 cores)")

@@ -1,23 +1,27 @@
 """Soak test with faults: the platform running as a service, steady traffic, every part killed in turn.
 
-    python benchmarks/soak.py --stack up --minutes 30 --event-rate 20 --api-rate 20 --live 2
+    RETAIL_EXTRACT_SCHEDULE='*/5 * * * *' python benchmarks/soak.py --stack up --preset prod --minutes 30 \
+        --warm-up 120 --kill-every 180 --event-rate 20 --api-rate 20 --live 2
     python benchmarks/soak.py --stack serve --minutes 1 --kill consumer --smoke      (the suite's smoke)
 
 It starts the platform (`retail up --live RATE --no-dashboard`, or `retail serve`) in a state folder
-of its own, puts shopper events on the stream and sends API requests at steady rates, and every
+of its own (``--preset prod``: the source seeded with the prod preset first, calendar ending now),
+puts shopper events on the stream and sends API requests at steady rates, and every
 ``--kill-every`` seconds sends SIGKILL to the next part (scheduler, API server, DAG processor,
 triggerer, MariaDB, PostgreSQL, moto, consumer, API). Measured independently of the platform (its
 own clients, not the supervisor's view):
 
-* the time each part took to answer again (its port, health endpoint or a query);
+* the time each part took to answer again (its port, health endpoint or a query; an Airflow
+  component: a heartbeat newer than the kill; never while a child of the killed process lives on);
 * events accepted by the stream and answered exactly once in the lake (moto loses what it held
-  and nobody had read when it is killed: counted apart, see docs/notes/ops.md);
+  and nobody had read when it is killed: counted apart, see docs/parts/serving.md);
 * API answers within 1 s (goal ≥ 99.9%), and none timed out;
-* with `up`: scheduled extraction runs lost (failed, goal 0) and the data age of the marts
+* with `up`: scheduled extraction runs lost (failed, or an interval no run was created for; goal
+  0) and the data age of the marts
   (now − newest order in the published warehouse, sampled each minute; goal ≤ 15 minutes outside a
   killed source's window).
 
-The report is JSON on stdout (and ``--markdown`` rows for the table in docs/notes/ops.md).
+The report is JSON on stdout (and ``--markdown`` rows for the table in docs/parts/performance.md).
 """
 
 from __future__ import annotations
@@ -123,8 +127,11 @@ def request_api(traffic: Traffic, url: str, rate: float) -> None:
 
 # ---------------------------------------------------------------------- the platform under test
 class Platform:
-    def __init__(self, state: Path, stack: str, live: float):
-        self.state, self.stack, self.live = state, stack, live
+    def __init__(self, state: Path, stack: str, live: float, preset: str = "classic"):
+        self.state, self.stack, self.live, self.preset = state, stack, live, preset
+        self.seed_s = 0.0
+        self.killed_at = 0.0  # epoch seconds of the last kill
+        self.killed_children: list[int] = []  # its children then (the API's workers, the executor's)
         self.env = self._env()
 
     def _env(self) -> dict[str, str]:
@@ -139,7 +146,7 @@ class Platform:
             "RETAIL_DUCKDB_PATH": str(self.state / "warehouse" / "retail.duckdb"),
             "RETAIL_ALERTS_FILE": str(self.state / "alerts.jsonl"),
             "RETAIL_API_PORT": str(free_port()),
-            "RETAIL_AIRFLOW_PORT": str(free_port()),
+            "RETAIL_AIRFLOW_PORT": os.environ.get("RETAIL_AIRFLOW_PORT") or str(free_port()),
             "RETAIL_API_KEYS": f"soak:{API_KEY}",
         }
         for name in [n for n in env if n.startswith(("AIRFLOW_CONN_", "AWS_", "AIRFLOW__DATABASE__"))]:
@@ -165,7 +172,24 @@ class Platform:
 
         return LocalKinesis(self.state / "kinesis", ()).endpoint
 
+    def seed(self) -> None:
+        """A larger source than `up`'s classic one: seeded before `up`, which keeps a seeded source."""
+        code = (
+            "from retail_platform.sandbox import launcher\n"
+            "from retail_platform.sandbox.seed import seed_source\n"
+            f"print(seed_source(preset={self.preset!r}, replace=True, ends_now=True)['row_counts'])\n"
+            "launcher.stop()\n"
+        )
+        result = subprocess.run([sys.executable, "-c", code], env=self.env, text=True, capture_output=True)
+        if result.returncode != 0:
+            raise SystemExit(f"seeding {self.preset} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
+        print(f"seeded {self.preset}: {result.stdout.strip()}", file=sys.stderr, flush=True)
+
     def start(self) -> float:
+        if self.stack == "up" and self.preset != "classic":
+            seeding = time.monotonic()
+            self.seed()
+            self.seed_s = time.monotonic() - seeding
         started = time.monotonic()
         if self.stack == "up":
             argv = ["up", "--no-dashboard"] + (["--live", str(self.live)] if self.live else [])
@@ -190,7 +214,10 @@ class Platform:
 
     # ------------------------------------------------------------------ independent checks
     def answers(self, part: str) -> bool:
-        """Whether ``part`` does its job, seen from outside (never the supervisor's word)."""
+        """Whether ``part`` does its job, seen from outside (never the supervisor's word). Not while a
+        child of the killed process lives on: the API's orphaned workers answer until they are reaped."""
+        if any(Path(f"/proc/{pid}").exists() for pid in self.killed_children):
+            return False
         try:
             return CHECKS[part](self)
         except Exception:
@@ -200,8 +227,22 @@ class Platform:
         state = self.supervisor.state(part)
         if state is None or state.pid is None:
             raise SystemExit(f"{part} is not running under the supervisor")
+        self.killed_at = time.time()
+        self.killed_children = _children(state.pid)
         os.kill(state.pid, signal.SIGKILL)
         return state.pid
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # pid (comm) state ppid ...: comm may hold spaces, so split after its closing paren.
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
 
 
 def _http_ok(url: str) -> bool:
@@ -210,10 +251,18 @@ def _http_ok(url: str) -> bool:
 
 
 def _airflow_component(platform: Platform, component: str) -> bool:
-    """The API server's health document: each component's last heartbeat is recent."""
+    """The API server's health document: the component heartbeats again since it was killed. ("healthy"
+    alone would not do: a killed component stays healthy until its last heartbeat is 30 s old.)"""
+    from datetime import datetime
+
     with urllib.request.urlopen(f"{platform.airflow_url}/api/v2/monitor/health", timeout=3) as response:
-        doc = json.loads(response.read())
-    return doc.get(component, {}).get("status") == "healthy"
+        doc = json.loads(response.read()).get(component, {})
+    beat = doc.get(f"latest_{component}_heartbeat")
+    return (
+        doc.get("status") == "healthy"
+        and beat is not None
+        and datetime.fromisoformat(beat).timestamp() > platform.killed_at
+    )
 
 
 def _mariadb(platform: Platform) -> bool:
@@ -274,8 +323,10 @@ def lake_sessions(state: Path, prefix: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------- Airflow's view, read apart
-def scheduled_runs(platform: Platform) -> dict[str, int]:
-    """Extraction runs by state, from the metadata database (what an operator's UI would show)."""
+def scheduled_runs(platform: Platform) -> dict:
+    """Extraction runs by state, from the metadata database (what an operator's UI would show), and
+    the intervals no run was created for: gaps between consecutive runs' interval ends, and intervals
+    past the last one that are more than one interval overdue."""
     import psycopg
 
     from retail_platform.sandbox.postgres import LocalPostgres
@@ -283,10 +334,24 @@ def scheduled_runs(platform: Platform) -> dict[str, int]:
     url = LocalPostgres(platform.state / "postgres").database_url("airflow", driver="postgresql")
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "select state, count(*) from dag_run where dag_id like 'extract_%' and run_type = 'scheduled' "
-            "group by state"
+            "select state, data_interval_end from dag_run where dag_id like 'extract_%' "
+            "and run_type = 'scheduled' order by data_interval_end"
         ).fetchall()
-    return dict(rows)
+    by_state: dict[str, int] = {}
+    for state, _ in rows:
+        by_state[state] = by_state.get(state, 0) + 1
+    ends = [end.timestamp() for _, end in rows if end is not None]
+    gaps = [b - a for a, b in zip(ends, ends[1:], strict=False)]
+    step = min(gaps) if gaps else None
+    missing = None
+    if step:
+        overdue = max(0, int((time.time() - ends[-1]) / step) - 1)
+        missing = sum(round(g / step) - 1 for g in gaps) + overdue
+    return {
+        "by_state": by_state,
+        "interval_ends": [time.strftime("%H:%M", time.gmtime(e)) for e in ends],
+        "intervals_without_a_run": missing,
+    }
 
 
 def data_age_minutes(platform: Platform) -> float | None:
@@ -326,6 +391,15 @@ def kill_and_time(platform: Platform, part: str, traffic: Traffic, timeout: floa
     }
 
 
+def _safely(measure, platform: Platform):
+    """A sample that fails (the warehouse being swapped, PostgreSQL killed) is a gap, not the end."""
+    try:
+        return measure(platform)
+    except Exception as exc:
+        print(f"sample failed: {exc!r}", file=sys.stderr, flush=True)
+        return None
+
+
 def wait_until(condition, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -338,7 +412,7 @@ def wait_until(condition, timeout: float) -> bool:
 def run(args) -> dict:
     state = Path(args.state_dir or ROOT / ".state" / "soak").resolve()
     shutil.rmtree(state, ignore_errors=True)
-    platform = Platform(state, args.stack, args.live)
+    platform = Platform(state, args.stack, args.live, args.preset)
     os.environ.update({k: v for k, v in platform.env.items() if k.startswith("RETAIL_")})
     start_s = platform.start()
     traffic = Traffic()
@@ -353,16 +427,29 @@ def run(args) -> dict:
     for thread in threads:
         thread.start()
     parts = args.kill or (ALL_PARTS if args.stack == "up" else SERVE_PARTS)
-    kills, ages = [], []
-    ends = time.monotonic() + args.minutes * 60
+    kills, ages, sampled_at = [], [], []
+    began = time.monotonic()
+    ends = began + args.minutes * 60
     next_kill, next_sample, i = time.monotonic() + args.warm_up, time.monotonic(), 0
     try:
         while time.monotonic() < ends:
             if args.stack == "up" and time.monotonic() >= next_sample:
-                ages.append(data_age_minutes(platform))
+                ages.append(_safely(data_age_minutes, platform))
+                sampled_at.append(round(time.monotonic() - began))
+                print(
+                    json.dumps({"data_age_min": ages[-1], "t_s": round(time.monotonic() - began)}),
+                    file=sys.stderr,
+                    flush=True,
+                )
                 next_sample += 60
             if time.monotonic() >= next_kill and (args.kill_every or i < len(parts)):
-                kills.append(kill_and_time(platform, parts[i % len(parts)], traffic, args.back_timeout))
+                at_s = round(time.monotonic() - began)
+                kills.append(
+                    {
+                        "at_s": at_s,
+                        **kill_and_time(platform, parts[i % len(parts)], traffic, args.back_timeout),
+                    }
+                )
                 print(json.dumps(kills[-1]), file=sys.stderr, flush=True)
                 i += 1
                 next_kill = time.monotonic() + (args.kill_every or 1)
@@ -377,6 +464,8 @@ def run(args) -> dict:
     report = {
         "stack": args.stack,
         "minutes": args.minutes,
+        "preset": args.preset,
+        "seed_s": round(platform.seed_s, 1),
         "start_s": round(start_s, 1),
         "kills": kills,
         "events_accepted": len(traffic.accepted),
@@ -385,25 +474,34 @@ def run(args) -> dict:
         "events_in_lake_once": len(accepted & set(kept)),
         "events_missing": len(accepted - set(kept)),
         "events_duplicated": len(kept) - len(set(kept)),
-        **api_summary(traffic.api),
+        **api_summary(traffic.api, began),
     }
     if args.stack == "up":
         known = [a for a in ages if a is not None]
         report["data_age_max_min"] = round(max(known), 1) if known else None
-        report["scheduled_extraction_runs"] = scheduled_runs(platform)
+        report["data_ages"] = [
+            (t, None if a is None else round(a, 1)) for t, a in zip(sampled_at, ages, strict=True)
+        ]
+        report["scheduled_extraction_runs"] = _safely(scheduled_runs, platform)
     if not args.keep:
         platform.stop()
     return report
 
 
-def api_summary(api: list) -> dict:
+def api_summary(api: list, began: float) -> dict:
     answered = [s for _, s, status in api if s is not None and status == 200]
     within = sum(1 for s in answered if s <= DEADLINE_S)
+    failed_by_minute: dict[int, int] = {}  # minute of the run: requests not answered (200) within 1 s
+    for at, seconds, status in api:
+        if seconds is None or status != 200 or seconds > DEADLINE_S:
+            minute = int((at - began) // 60)
+            failed_by_minute[minute] = failed_by_minute.get(minute, 0) + 1
     return {
         "api_requests": len(api),
         "api_within_1s_share": round(within / len(api), 5) if api else None,
         "api_refused_503": sum(1 for _, _, status in api if status == 503),
         "api_errors": sum(1 for _, s, _ in api if s is None),
+        "api_failed_by_minute": failed_by_minute,
     }
 
 
@@ -419,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--event-rate", type=float, default=20, help="shopper events a second")
     parser.add_argument("--api-rate", type=float, default=20, help="API requests a second")
     parser.add_argument("--live", type=float, default=2, help="up: live orders a second on the replica")
+    parser.add_argument("--preset", default="classic", help="up: the source's preset (prod: ~100k customers)")
     parser.add_argument("--kill", action="append", choices=ALL_PARTS, help="these parts (default: all)")
     parser.add_argument("--kill-every", type=float, default=180, help="seconds between kills (0: each once)")
     parser.add_argument("--warm-up", type=float, default=60, help="seconds before the first kill")

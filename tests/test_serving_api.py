@@ -281,13 +281,15 @@ def test_an_overload_beyond_capacity_is_shed_to_the_fallback_within_the_deadline
     assert all(body["timings"]["total_ms"] < budget_ms for body in model), "no model answer past its budget"
 
 
+@pytest.mark.parametrize("proxy_stamp", [True, False], ids=["x-request-start", "no-proxy-stamp"])
 def test_a_burst_past_the_servers_limit_is_answered_in_time_or_refused_with_retry_after(
-    store, api_env, tmp_path
+    store, api_env, tmp_path, proxy_stamp
 ):
     """Shedding before the queue: a worker holding its limit of connections answers a request at once
     with 503 and Retry-After (uvicorn counts every open connection, so a caller with more connections
     than the limit may see only refusals); every other request gets its answer within the deadline
-    (or the fallback); none waits until the client gives up, and the server answers once it is over."""
+    (or the fallback); none waits until the client gives up, and the server answers once it is over.
+    The same with or without a proxy's ``X-Request-Start`` (the server stamps arrivals itself)."""
     limit = 4
     env = api_env | {"RETAIL_API_WORKERS": "1", "RETAIL_API_LIMIT_CONCURRENCY": str(limit)}
     server = ApiProcess(env, tmp_path / "limited.log")
@@ -298,7 +300,7 @@ def test_a_burst_past_the_servers_limit_is_answered_in_time_or_refused_with_retr
         async with httpx.AsyncClient(limits=limits, timeout=30) as client:
 
             async def one():
-                headers = HEADERS | {"X-Request-Start": f"t={time.time():.6f}"}
+                headers = HEADERS | ({"X-Request-Start": f"t={time.time():.6f}"} if proxy_stamp else {})
                 try:
                     response = await client.post(
                         f"{server.url}/v1/recommendations", json=event(100), headers=headers
@@ -335,6 +337,49 @@ def test_a_request_whose_budget_was_spent_before_it_arrived_is_refused_at_once(a
         httpx.post(f"{api.url}/v1/recommendations", json=event(100), headers=now, timeout=5).status_code
         == 200
     )
+
+
+def test_requests_that_waited_in_front_of_a_stalled_worker_are_refused_without_a_proxys_stamp(
+    store, api_env, tmp_path
+):
+    """One worker stopped (SIGSTOP) for a second while a burst arrives, no ``X-Request-Start``: its
+    requests wait in the kernel past their 300 ms budget. The server stamps each request itself (read
+    time less the event loop's lag), so when the worker runs again every one of them is answered at
+    once with 503 and Retry-After (none times out, none is answered late), and the next caller gets
+    the model's answer."""
+    server = ApiProcess(api_env | {"RETAIL_API_WORKERS": "1"}, tmp_path / "stalled.log")
+    server.wait_ready()
+
+    async def burst_while_stopped(n: int):
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+        async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+            await asyncio.gather(*(client.get(f"{server.url}/health") for _ in range(n)))  # connections
+
+            async def one():
+                try:
+                    response = await client.post(
+                        f"{server.url}/v1/recommendations", json=event(100), headers=HEADERS
+                    )
+                except httpx.TimeoutException as exc:
+                    return "timeout", exc, {}
+                return response.status_code, response.json(), response.headers
+
+            os.kill(server.process.pid, signal.SIGSTOP)
+            try:
+                tasks = [asyncio.create_task(one()) for _ in range(n)]
+                await asyncio.sleep(1.0)  # the requests are sent and wait in the stopped worker's sockets
+            finally:
+                os.kill(server.process.pid, signal.SIGCONT)
+            return await asyncio.gather(*tasks)
+
+    try:
+        answers = asyncio.run(burst_while_stopped(20))
+        after = recommend(server.url, event(100))
+    finally:
+        server.stop()
+    assert {status for status, _, _ in answers} == {503}, [status for status, _, _ in answers]
+    assert all(h["retry-after"] == "1" and "overloaded" in body["detail"] for _, body, h in answers)
+    assert after.status_code == 200 and not after.json()["fallback"]
 
 
 def test_two_workers_each_answer_from_the_store(store, api_env, tmp_path):

@@ -7,8 +7,10 @@
   (Prometheus), ``GET /docs`` and ``/openapi.json``.
 
 The two ``/v1`` endpoints need an API key in the ``X-API-Key`` header. The budget of a request runs
-from its arrival: the ``X-Request-Start`` header of the proxy in front (or the caller) when present,
-else the moment the outermost middleware saw it; requests beyond the in-flight cap are answered at
+from its arrival: the earlier of the ``X-Request-Start`` header of the proxy in front (or the caller)
+and the server's own stamp (``server.ArrivalStampingProtocol``: its first bytes read, less the event
+loop's lag), else the moment the outermost middleware saw it; a request whose budget is spent before
+the app reaches it is refused at once with 503; requests beyond the in-flight cap are answered at
 once from the popular list instead of waiting.
 
 ``retail api [--host H] [--port P]``.
@@ -35,7 +37,7 @@ from retail_platform.serving.events import DeadLetterKind, ShopperEvent
 from retail_platform.serving.handler import Handler, InFlightLimit
 from retail_platform.serving.lake_sink import BufferedLakeWriter
 from retail_platform.serving.records import Origin, OutputRecord, SimilarItem
-from retail_platform.serving.server import OVERLOADED_BODY, RETRY_AFTER_S
+from retail_platform.serving.server import ARRIVED_AT, OVERLOADED_BODY, RETRY_AFTER_S
 from retail_platform.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
@@ -77,12 +79,12 @@ class ArrivalMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        started, arrival = time.perf_counter(), time.time()
-        arrival = _request_start(scope, arrival)
+        started = time.perf_counter()
+        state = scope.setdefault("state", {})
+        arrival = _request_start(scope, time.time(), state.get(ARRIVED_AT))
         path = scope.get("path", "")
         recommending = path == RECOMMEND_PATH
         admitted = self.limit.try_enter() if recommending else None
-        state = scope.setdefault("state", {})
         state["arrival"], state["admitted"] = arrival, admitted
         if recommending:  # the gauge counts recommendation requests only (never /metrics reading itself)
             metrics.IN_FLIGHT.inc()
@@ -98,19 +100,21 @@ class ArrivalMiddleware:
             )
 
 
-def _request_start(scope, now: float) -> float:
-    """When the request really arrived: ``X-Request-Start: t=<epoch seconds, ms or us>`` from the proxy
-    in front (nginx's ``t=${msec}``) or the caller, so time queued before this process counts too.
-    Ignored unless plausible (not in the future, under a minute old)."""
+def _request_start(scope, now: float, stamped: float | None = None) -> float:
+    """When the request really arrived: the earlier of the server's stamp (``stamped``: its first bytes
+    read, less the loop's lag) and ``X-Request-Start: t=<epoch seconds, ms or us>`` from the proxy in
+    front (nginx's ``t=${msec}``) or the caller, so time queued before this process counts too. Each
+    is ignored unless plausible (not in the future, under a minute old)."""
+    seen = stamped if stamped is not None and now - 60 <= stamped <= now else now
     for name, value in scope.get("headers", ()):
         if name == b"x-request-start":
             try:
                 stamp = float(value.decode().strip().removeprefix("t="))
             except ValueError:
-                return now
+                return seen
             stamp /= 1e6 if stamp > 1e14 else 1e3 if stamp > 1e11 else 1
-            return stamp if now - 60 <= stamp <= now else now
-    return now
+            return min(stamp, seen) if now - 60 <= stamp <= now else seen
+    return seen
 
 
 class RecommendEndpoint:
@@ -127,7 +131,7 @@ class RecommendEndpoint:
         if scope["type"] != "http" or scope["path"] != RECOMMEND_PATH or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         if time.time() - scope["state"]["arrival"] >= self.budget_s:
-            # Its whole budget went waiting in front of this process (X-Request-Start says since when):
+            # Its whole budget went waiting in front of the app (in the kernel, the loop or a proxy):
             # refused at once, before the body is read, so a backlog drains instead of growing.
             metrics.SHED.labels(why="late").inc()
             return await _send(send, 503, OVERLOADED_BODY, ((b"retry-after", str(RETRY_AFTER_S).encode()),))

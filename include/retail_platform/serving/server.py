@@ -15,21 +15,71 @@ answer echoes the event, so it must read and parse the body and serialise a reco
 about as much as the model's answer (the handler's model step is well under a millisecond); it
 cannot be cheaper than the work it sheds. A 503 costs only the header parse, and it is what a load
 balancer, a retry policy and the sales platform's own cached popular list already understand.
-Within the limit the app still answers late requests from the popular list (the deadline runs from
-``X-Request-Start`` when the caller or proxy sends it).
+Within the limit the app still answers late requests from the popular list.
+
+* **arrival, stamped by the server** (``ArrivalStampingProtocol``): a request's budget runs from when
+  this process read its first bytes, minus the event loop's current lag (``LoopLag``: how late a
+  timer that should fire every 25 ms fires, i.e. how long the loop was away from its sockets while
+  the request waited in the kernel). The app refuses a request whose budget went waiting with 503 at
+  once, before reading its body. A busy loop runs a whole batch of parsed requests one after another
+  in one turn; the stamp makes the last of them count its turn's wait, which a lag sampled between
+  turns cannot. So shedding needs no proxy's ``X-Request-Start`` (still honoured when earlier) and
+  holds with one worker: the 503s come as soon as the loop reaches them instead of piling up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from dataclasses import dataclass
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from retail_platform.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = 1
 OVERLOADED_BODY = b'{"detail": "overloaded: retry after 1 s (the popular list is the fallback)"}'
+ARRIVED_AT = "retail_arrived_at"  # the request's ``scope["state"]`` key: epoch seconds
+LAG_SAMPLE_S = 0.025
+
+
+class LoopLag:
+    """How late this process's event loop runs what is due, sampled every ``LAG_SAMPLE_S``: while the
+    loop is busy, that long a request's bytes may have waited in the kernel before it read them."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._task: asyncio.Task | None = None
+
+    def ensure_sampling(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._sample(loop))
+
+    async def _sample(self, loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            due = loop.time() + LAG_SAMPLE_S
+            await asyncio.sleep(LAG_SAMPLE_S)
+            self.seconds = max(0.0, loop.time() - due)
+
+
+LOOP_LAG = LoopLag()
+
+
+class ArrivalStampingProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol that stamps each request when its first bytes are read, less the
+    loop's lag (``scope["state"][ARRIVED_AT]``): the app's budget check then counts the time spent
+    in front of it without a proxy's header."""
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        LOOP_LAG.ensure_sampling(self.loop)
+        super().connection_made(transport)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["state"][ARRIVED_AT] = time.time() - LOOP_LAG.seconds
 
 
 @dataclass(frozen=True)
@@ -53,7 +103,7 @@ class ServerOptions:
             "access_log": self.access_log,
             "log_level": "info",
             "timeout_graceful_shutdown": 5,
-            "http": "httptools",
+            "http": f"{__name__}:ArrivalStampingProtocol",
             "loop": "uvloop",
         }
 
