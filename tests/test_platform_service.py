@@ -354,6 +354,8 @@ def test_up_keeps_airflow_metadata_in_postgresql_and_runs_on_schedule(state_dir)
         "RETAIL_DUCKDB_PATH": str(state / "warehouse" / "retail.duckdb"),
         "RETAIL_ALERTS_FILE": str(state / "alerts.jsonl"),
         "RETAIL_AIRFLOW_PORT": str(free_port()),
+        # Not the default: a command run beside the stack must parse the DAGs as the stack does.
+        "RETAIL_EXTRACT_SCHEDULE": "7 * * * *",
     }
     for name in [n for n in env if n.startswith(("AIRFLOW_CONN_", "AWS_", "AIRFLOW__DATABASE__"))]:
         del env[name]
@@ -386,6 +388,18 @@ def test_up_keeps_airflow_metadata_in_postgresql_and_runs_on_schedule(state_dir)
         assert retried == [], retried  # e.g. a task launched before the API server listened
         status = subprocess.run([*retail, "status"], env=env, capture_output=True, text=True)
         assert status.returncode == 0, status.stdout
+
+        # `./platform airflow ...` from a shell that lacks the stack's settings acts on the stack's
+        # database with the stack's DAGs; the tests (`--connections-only`) never touch it.
+        shell = {k: v for k, v in env.items() if k != "RETAIL_EXTRACT_SCHEDULE"}
+        for_tools = subprocess.run([*retail, "sandbox", "env"], env=shell, capture_output=True, text=True)
+        assert "export RETAIL_EXTRACT_SCHEDULE='7 * * * *'" in for_tools.stdout.splitlines()
+        assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in for_tools.stdout
+        for_tests = subprocess.run(
+            [*retail, "sandbox", "env", "--connections-only"], env=shell, capture_output=True, text=True
+        )
+        assert "AIRFLOW__" not in for_tests.stdout and "RETAIL_EXTRACT_SCHEDULE" not in for_tests.stdout
+        assert "AIRFLOW_CONN_" in for_tests.stdout
     finally:
         subprocess.run([*retail, "down"], env=env, capture_output=True, text=True, timeout=300)
     sqlite = [p for p in state.rglob("*") if p.is_file() and _head(p) == b"SQLite format 3\x00"]

@@ -44,7 +44,8 @@ def _cmd_sandbox(args) -> int:
         from retail_platform.sandbox.stack import running_airflow_env
 
         env = launcher.start() if args.start else launcher.running_env()
-        env |= running_airflow_env()
+        if not args.connections_only:
+            env |= running_airflow_env()
         print(launcher.export_lines(env), end="")
     return 0
 
@@ -333,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["start", "stop", "status", "env"])
     p.add_argument("--part", action="append", help="start: only these parts (repeatable)")
     p.add_argument("--start", action="store_true", help="env: start the parts first")
+    p.add_argument(
+        "--connections-only",
+        action="store_true",
+        help="env: the parts' connections, not the running `up` stack's Airflow and platform settings "
+        "(the tests keep their own)",
+    )
     p.set_defaults(func=_cmd_sandbox)
 
     p = sub.add_parser("generate", help="build the source database")

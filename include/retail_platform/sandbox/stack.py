@@ -196,14 +196,21 @@ def airflow_metadata_url(stack: Stack) -> str:
 
 def running_airflow_env(settings: SandboxSettings | None = None) -> dict[str, str]:
     """While `up` runs: what an `airflow` command needs to act on that stack (its metadata database,
-    Fernet key, API server), so `./platform airflow dags list-runs|trigger|backfill` see and change
-    the scheduler's runs, not a private SQLite of their own. Empty when no stack runs."""
+    Fernet key, API server) and the platform settings its scheduler was given, so
+    `./platform airflow dags list-runs|trigger|backfill` see and change the scheduler's runs, not a
+    private SQLite of their own, and a DAG file parsed there is the DAG the stack runs (a command
+    that parses DAGs without the stack's RETAIL_EXTRACT_SCHEDULE saved the hourly default over its
+    short schedule, and an interval got no run). Empty when no stack runs; the environment's own
+    values win."""
     stack = Stack(settings or SandboxSettings.from_env())
     supervisor = Supervisor(stack.settings.state_dir)
     if not (supervisor.is_running() and supervisor.manages("airflow-scheduler")):
         return {}
-    env = stack.airflow_env({}) | {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_metadata_url(stack)}
-    return {k: v for k, v in env.items() if k.startswith("AIRFLOW__") and not os.environ.get(k)}
+    try:  # what the scheduler was really started with
+        env = json.loads(supervisor.env_file("airflow-scheduler").read_text())
+    except (FileNotFoundError, ValueError):
+        env = stack.airflow_env({}) | {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_metadata_url(stack)}
+    return {k: v for k, v in env.items() if k.startswith(("AIRFLOW__", "RETAIL_")) and not os.environ.get(k)}
 
 
 def airflow_programs(stack: Stack, env: dict[str, str]) -> dict[str, Program]:
@@ -266,8 +273,9 @@ def wait_for_airflow(url: str, supervisor: Supervisor, timeout: float = START_TI
     raise StackError(f"the Airflow API server did not answer on {url} within {timeout:.0f} s")
 
 
-def start_live(supervisor: Supervisor, rate: float) -> None:
-    argv = [sys.executable, "-m", "retail_platform.cli", "live", "--rate", str(rate), "--duration", "0"]
+def start_live(supervisor: Supervisor, rate: float, spike_every_min: float = 60.0) -> None:
+    argv = [sys.executable, "-m", "retail_platform.cli", "live", "--rate", str(rate), "--duration", "0",
+            "--spike-every", str(spike_every_min)]  # fmt: skip
     supervisor.add(Program("live", argv, dict(os.environ), priority=60))
 
 
@@ -299,7 +307,7 @@ def up(args) -> int:
         start_airflow(stack, supervisor, sandbox_env, metadata_url)
         if args.live:
             with step(f"live generator ({args.live} orders a second)"):
-                start_live(supervisor, args.live)
+                start_live(supervisor, args.live, args.spike_every)
         dashboard = None
         if not args.no_dashboard:
             with step("Superset with the marketing dashboards"):
@@ -397,6 +405,13 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="retail up|down|status", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--live", type=float, default=0, metavar="RATE", help="up: live orders a second")
+    parser.add_argument(
+        "--spike-every",
+        type=float,
+        default=60.0,
+        metavar="MINUTES",
+        help="up --live: a demand spike every MINUTES",
+    )
     parser.add_argument("--no-dashboard", action="store_true", help="up: without Superset")
     parser.add_argument("--no-serving", action="store_true", help="up: without the consumer and the API")
     args = parser.parse_args(argv)

@@ -141,10 +141,14 @@ priority=1
 files={self.home / "programs"}/*.conf
 """
 
+    def env_file(self, name: str) -> Path:
+        """The environment program ``name`` is started with (private: it holds connections)."""
+        return self.home / "env" / f"{name}.json"
+
     def _command(self, name: str, argv: list[str], env: dict[str, str] | None) -> str:
         if env is None:
             return shlex.join(argv)
-        env_file = self.home / "env" / f"{name}.json"
+        env_file = self.env_file(name)
         write_private_state(env_file, env)
         return shlex.join([sys.executable, "-m", __name__, "exec", str(env_file), "--", *argv])
 
