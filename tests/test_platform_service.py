@@ -54,7 +54,8 @@ def served(state_dir):
         "RETAIL_STATE_DIR": str(state),
         "RETAIL_LAKE_URI": str(state / "lake"),
         "RETAIL_API_PORT": str(free_port()),
-        "RETAIL_API_WORKERS": "1",  # two cores, shared with the test's own producer and prober
+        # Two supervised API processes on one port: one killed, the other answers.
+        "RETAIL_API_WORKERS": "2",
         "RETAIL_API_KEYS": f"test:{API_KEY}",
         "RETAIL_ALERTS_FILE": str(state / "alerts.jsonl"),
         "RETAIL_LAKE_FLUSH_RECORDS": "20",
@@ -208,13 +209,17 @@ def test_killed_parts_come_back_by_themselves_and_every_accepted_event_is_kept_o
         api_during = prober.answered_between(started, time.monotonic())
         assert api_during and set(api_during) == {200}, api_during
 
-        # The API: events keep being accepted and consumed while it is away.
+        # One API process: the other answers meanwhile (at most the request in flight on the killed
+        # one fails); events keep being accepted and consumed.
         accepted_before = len(producer.accepted)
-        consumer_pid = served.pid("consumer")
+        consumer_pid, other_api_pid = served.pid("consumer"), served.pid("api-2")
+        started = time.monotonic()
         served.kill_and_wait_back("api")
+        during = prober.answered_between(started, time.monotonic())
+        assert during.count(200) >= 3 and len(during) - during.count(200) <= 1, during
         wait_for(lambda: answers(f"{served.api}/ready"), what="API ready")
         assert len(producer.accepted) > accepted_before
-        assert served.pid("consumer") == consumer_pid
+        assert (served.pid("consumer"), served.pid("api-2")) == (consumer_pid, other_api_pid)
 
         # moto: it keeps its streams in memory, so what it held and nobody had read yet is lost with it
         # (the README says so). Everything accepted so far is consumed first; then it is killed, and
@@ -257,7 +262,7 @@ def test_killed_parts_come_back_by_themselves_and_every_accepted_event_is_kept_o
         text=True,
     )
     assert status.returncode == 0, status.stdout + status.stderr
-    for name in ("postgres", "kinesis", "consumer", "api"):
+    for name in ("postgres", "kinesis", "consumer", "api", "api-2"):
         assert any(line.split()[:2] == [name, "RUNNING"] for line in status.stdout.splitlines()), (
             status.stdout
         )

@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -127,11 +127,23 @@ def stop(processes: list[subprocess.Popen], timeout: float = 15) -> None:
             process.wait()
 
 
+def api_processes(api: ServiceSpec, settings: ServingSettings) -> list[ServiceSpec]:
+    """The API as one supervised process a worker (``api``, ``api-2``, ...) sharing its port: a
+    killed one is restarted while the others answer."""
+    from retail_platform.serving.server import default_workers
+
+    workers = settings.api_workers or default_workers()
+    argv = [*api.argv, "--workers", "1", "--shared-port"]
+    return [
+        replace(api, name=api.name if n == 1 else f"{api.name}-{n}", argv=argv) for n in range(1, workers + 1)
+    ]
+
+
 def supervise_serving(supervisor: Supervisor, settings: ServingSettings, env: dict[str, str]) -> str:
     """The consumer and the API under ``supervisor``; returns the API's address once it answers."""
-    specs = serving_processes(settings, env)
+    consumer, api = serving_processes(settings, env)
+    specs = [consumer, *api_processes(api, settings)]
     supervisor.add(*(spec.program() for spec in specs))
-    api = next(s for s in specs if s.url)
     supervisor.wait_running(api.name, timeout=READY_TIMEOUT_S)
     wait_ready(api.url)
     return api.url

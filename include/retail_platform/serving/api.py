@@ -349,10 +349,22 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, default=None, help="default RETAIL_API_PORT (8600)")
     parser.add_argument("--workers", type=int, default=None, help="default RETAIL_API_WORKERS")
     parser.add_argument("--access-log", action="store_true", help="log each request (path and status only)")
+    parser.add_argument(
+        "--shared-port",
+        action="store_true",
+        help="one process (one worker) of several on the port (SO_REUSEPORT), each supervised on its own",
+    )
     args = parser.parse_args(argv[1:])
     try:
         settings = ServingSettings.from_env()
-        serve_api(settings, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log)
+        serve_api(
+            settings,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            access_log=args.access_log,
+            shared_port=args.shared_port,
+        )
     except ConfigurationError as exc:  # one line naming the setting, not a traceback
         print(f"retail api: {exc}", file=sys.stderr)
         return 2

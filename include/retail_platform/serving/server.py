@@ -32,8 +32,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -175,6 +176,7 @@ def serve_api(
     port: int | None = None,
     workers: int | None = None,
     access_log: bool = False,
+    shared_port: bool = False,
 ) -> None:
     """Run the recommendation API until stopped (blocks). Configuration errors (API keys, the vector
     store's connection) surface before the server listens, in the first worker's start-up."""
@@ -196,4 +198,25 @@ def serve_api(
         options.backlog,
     )
     _install_overloaded_answer()
+    if shared_port:
+        # One of several processes on one port, each supervised on its own: a killed one leaves the
+        # others answering, where a killed uvicorn master takes every worker down with it (the soak
+        # measured ~17 s without an API on a loaded machine).
+        options = replace(options, workers=1)
+        config = uvicorn.Config(
+            "retail_platform.serving.server:app_factory", factory=True, **options.uvicorn_kwargs()
+        )
+        uvicorn.Server(config).run(sockets=[shared_socket(options.host, options.port, options.backlog)])
+        return
     uvicorn.run("retail_platform.serving.server:app_factory", factory=True, **options.uvicorn_kwargs())
+
+
+def shared_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """A listening socket other processes of this user may bind too (SO_REUSEPORT): the kernel
+    spreads new connections over the live ones."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    return sock
