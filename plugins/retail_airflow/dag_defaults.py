@@ -1,9 +1,10 @@
 """One default_args factory for every DAG: owner, retries with exponential backoff, timeouts, alerts.
 
-Outages are retried with exponential backoff whose worst case (all retries, longest jitter) stays
-well inside the shortest extraction interval we recommend (10 minutes): a run never overlaps the
-next. A configuration problem (storage that cannot be written included), a failure that composed
-its own alert (a failed dbt test, a lock still held after its wait), or a failure whose cause
+Outages are retried with exponential backoff (all retries, longest jitter: a few minutes). A run
+never overlaps the next whatever the extraction interval: each DAG runs one run at a time
+(`max_active_runs=1`), so at a short interval a retrying run delays the next one instead. A
+configuration problem (storage that cannot be written included), a failure that composed its own
+alert (a failed dbt test, a lock still held after its wait), or a failure whose cause
 upstream was already reported, is not retried at all: no retry can fix it (the retry policy).
 """
 
