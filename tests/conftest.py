@@ -199,3 +199,26 @@ def s3_bucket(moto_server):
     name = f"lake-{uuid.uuid4().hex[:10]}"
     boto3.client("s3", endpoint_url=moto_server).create_bucket(Bucket=name)
     return name
+
+
+def up_env(state: Path, **settings: str) -> dict[str, str]:
+    """The environment of a `retail up` of its own in ``state`` (its own port; no connection, AWS
+    endpoint or metadata database inherited from the caller), plus ``settings``."""
+    from retail_platform.sandbox.processes import free_port
+
+    env = (
+        dict(os.environ)
+        | {
+            "RETAIL_STATE_DIR": str(state),
+            "AIRFLOW_HOME": str(state / "airflow"),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(state / "airflow" / "logs"),
+            "RETAIL_LAKE_URI": str(state / "lake"),
+            "RETAIL_DUCKDB_PATH": str(state / "warehouse" / "retail.duckdb"),
+            "RETAIL_ALERTS_FILE": str(state / "alerts.jsonl"),
+            "RETAIL_AIRFLOW_PORT": str(free_port()),
+        }
+        | settings
+    )
+    for name in [n for n in env if n.startswith(("AIRFLOW_CONN_", "AWS_", "AIRFLOW__DATABASE__"))]:
+        del env[name]
+    return env

@@ -83,19 +83,9 @@ class Observed:
 
 
 def _env(state: Path) -> dict[str, str]:
-    env = dict(os.environ) | {
-        "RETAIL_STATE_DIR": str(state),
-        "AIRFLOW_HOME": str(state / "airflow"),
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(state / "airflow" / "logs"),
-        "RETAIL_LAKE_URI": str(state / "lake"),
-        "RETAIL_DUCKDB_PATH": str(state / "warehouse" / "retail.duckdb"),
-        "RETAIL_ALERTS_FILE": str(state / "alerts.jsonl"),
-        "RETAIL_AIRFLOW_PORT": str(free_port()),
-        "RETAIL_EXTRACT_SCHEDULE": SCHEDULE,
-    }
-    for name in [n for n in env if n.startswith(("AIRFLOW_CONN_", "AWS_", "AIRFLOW__DATABASE__"))]:
-        del env[name]
-    return env
+    from conftest import up_env
+
+    return up_env(state, RETAIL_EXTRACT_SCHEDULE=SCHEDULE)
 
 
 def _independent_age_s(source_conn, settings, first_live: int, now: datetime) -> float | None:

@@ -351,19 +351,10 @@ def test_up_keeps_airflow_metadata_in_postgresql_and_runs_on_schedule(state_dir)
 
     state = state_dir / "up"
     shutil.rmtree(state, ignore_errors=True)
-    env = os.environ | {
-        "RETAIL_STATE_DIR": str(state),
-        "AIRFLOW_HOME": str(state / "airflow"),
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(state / "airflow" / "logs"),
-        "RETAIL_LAKE_URI": str(state / "lake"),
-        "RETAIL_DUCKDB_PATH": str(state / "warehouse" / "retail.duckdb"),
-        "RETAIL_ALERTS_FILE": str(state / "alerts.jsonl"),
-        "RETAIL_AIRFLOW_PORT": str(free_port()),
-        # Not the default: a command run beside the stack must parse the DAGs as the stack does.
-        "RETAIL_EXTRACT_SCHEDULE": "7 * * * *",
-    }
-    for name in [n for n in env if n.startswith(("AIRFLOW_CONN_", "AWS_", "AIRFLOW__DATABASE__"))]:
-        del env[name]
+    from conftest import up_env
+
+    # Not the default schedule: a command run beside the stack must parse the DAGs as the stack does.
+    env = up_env(state, RETAIL_EXTRACT_SCHEDULE="7 * * * *")
     retail = [sys.executable, "-m", "retail_platform.cli"]
     try:
         up = subprocess.run(
