@@ -357,6 +357,9 @@ def test_up_keeps_airflow_metadata_in_postgresql_and_runs_on_schedule(state_dir)
     env = up_env(state, RETAIL_EXTRACT_SCHEDULE="7 * * * *")
     retail = [sys.executable, "-m", "retail_platform.cli"]
     try:
+        # A source seeded long ago (the classic preset's own dates, 2003-2005): `up` brings it to now.
+        seeded = subprocess.run([*retail, "generate", "--preset", "classic"], env=env, capture_output=True, text=True)
+        assert seeded.returncode == 0, seeded.stdout[-2000:] + seeded.stderr[-2000:]
         up = subprocess.run(
             [*retail, "up", "--no-dashboard", "--no-serving"],
             env=env,
@@ -366,6 +369,8 @@ def test_up_keeps_airflow_metadata_in_postgresql_and_runs_on_schedule(state_dir)
         )
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
         out = up.stdout
+        assert "bringing the source to the present: done" in out, out[-3000:]
+        assert "topped up to" in out and "a spike rising now" in out, out[-3000:]
         assert out.index("Airflow API server on") < out.index("done", out.index("Airflow API server on"))
         assert out.index("Airflow API server on") < out.index(
             "Airflow DAG processor, scheduler and triggerer"

@@ -61,6 +61,15 @@ def _replaced_by_environment(part: SandboxPart, environ) -> bool:
     return any(environ.get(name) for name in part.env_names)
 
 
+def source_is_configured(settings) -> bool:
+    """The environment names the source's reader connection: the replica is not the sandbox's
+    MariaDB, so nothing here seeds or tops it up. (``settings``: the platform's Settings.)"""
+    from retail_platform.connections import conn_env_var
+    from retail_platform.sandbox.settings import reader_conn_id
+
+    return bool(os.environ.get(conn_env_var(reader_conn_id(settings))))
+
+
 def _chosen(settings: SandboxSettings, only: set[str] | None) -> list[SandboxPart]:
     return [
         part

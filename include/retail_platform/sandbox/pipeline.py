@@ -183,11 +183,11 @@ def run_pipeline(
         print("the DAGs (trigger them in its UI); or `./platform down` first")
         return 1
     _banner("source")
-    from retail_platform.connections import conn_env_var
-    from retail_platform.sandbox.settings import SANDBOX_SOURCE, reader_conn_id
+    from retail_platform.sandbox import launcher
+    from retail_platform.sandbox.settings import SANDBOX_SOURCE
     from retail_platform.sources import names_for
 
-    own_source = bool(os.environ.get(conn_env_var(reader_conn_id(settings))))
+    own_source = launcher.source_is_configured(settings)
     names = names_for(settings, SANDBOX_SOURCE)
     reader, _ = sandbox_source(settings)  # starts the sandbox's MariaDB unless the environment names one
     print(f"{'configured' if own_source else 'the sandbox MariaDB'}: {reader.describe()} (read-only user)")

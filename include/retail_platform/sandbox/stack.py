@@ -176,13 +176,17 @@ AIRFLOW_DATABASE = "airflow"
 def start_sandbox(stack: Stack, supervisor: Supervisor) -> dict[str, str]:
     """The sandbox's servers under the supervisor, the source seeded when empty; their connections."""
     from retail_platform.sandbox import launcher
-    from retail_platform.sandbox.seed import seed_source, source_is_seeded
+    from retail_platform.sandbox.seed import bring_source_to_present, seed_source, source_is_seeded
 
+    own_source = launcher.source_is_configured(stack.settings.platform)
     env = launcher.supervise(supervisor, stack.settings)
     os.environ.update(env)  # the seeding below, and every process started from here, use them
     if not source_is_seeded(stack.settings.platform):
         with step("seeding the source (preset classic, calendar ending now)"):
             seed_source(preset="classic", replace=True, settings=stack.settings.platform, ends_now=True)
+    elif not own_source:  # the sandbox's own, days old: played through the hours it missed, as `run` does
+        with step("bringing the source to the present"):
+            print(bring_source_to_present(stack.settings.platform).describe(), flush=True)
     return env
 
 
