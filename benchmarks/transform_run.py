@@ -72,7 +72,7 @@ def main() -> int:
     state = Path(args.state_dir).resolve()
     os.environ["RETAIL_STATE_DIR"] = str(state)
     from retail_platform.sandbox import launcher
-    from retail_platform.sandbox.pipeline import airflow_env, prepare_airflow
+    from retail_platform.sandbox.airflow_setup import airflow_env, prepare_airflow
     from retail_platform.settings import Settings
     from retail_platform.warehouse.dbt_runner import dbt_env, dbt_paths
 

@@ -95,3 +95,23 @@ def test_rooms_do_not_import_each_other_in_a_circle():
 def test_the_circle_check_finds_a_circle():
     assert cycle_in({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle_in({"a": {"b"}, "b": set()}) is None
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Module to the package's modules it imports (a package's ``__init__`` left out: importing a
+    name from a package is not a dependency on its siblings)."""
+
+    def dotted(path: Path) -> str:
+        return ".".join(("retail_platform", *path.relative_to(PACKAGE).with_suffix("").parts))
+
+    modules = {dotted(p): p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
+    return {
+        name: {m for m in imported_modules(path) if m in modules and m != name}
+        for name, path in modules.items()
+    }
+
+
+def test_modules_do_not_import_each_other_in_a_circle():
+    """Within a room too: two modules that need each other are one module, or share a third."""
+    cycle = cycle_in(module_graph())
+    assert cycle is None, f"modules import each other in a circle: {' -> '.join(cycle)}"

@@ -76,7 +76,7 @@ def test_a_second_source_gets_its_own_pipeline_from_its_contract_alone(outlets, 
 
     from retail_platform import cli
     from retail_platform.lake.batches import lake_for
-    from retail_platform.sandbox.pipeline import pools
+    from retail_platform.sandbox.airflow_setup import pools
     from retail_platform.settings import Settings
     from retail_platform.sources import names_for
     from retail_platform.state import state_for

@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
 ROOM_COMMANDS = {
     "recommender": "retail_platform.recommender.cli",  # train, evaluate, versions, publish, rollback
     "shoppers": "retail_platform.serving.simulator",  # the shopper simulator (events on the stream)
-    "api": "retail_platform.serving.api",  # the recommendation API (uvicorn)
+    "api": "retail_platform.serving.server",  # the recommendation API (uvicorn)
     "consumer": "retail_platform.serving.consumer",  # the stream consumer
     "serve": "retail_platform.sandbox.serving",  # sandbox: the stream, vector database, consumer and API
     "dashboard": "retail_platform.sandbox.superset",  # sandbox: Superset with the dashboards as code

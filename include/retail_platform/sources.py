@@ -106,6 +106,11 @@ def source_names(contracts_dir: Path) -> list[SourceNames]:
     return found
 
 
+def extract_dag_ids(contracts_dir: Path) -> set[str]:
+    """The extraction DAGs' ids, one a source."""
+    return {names.extract_dag_id for names in source_names(contracts_dir)}
+
+
 def names_for(settings: Settings, source: str) -> SourceNames:
     """The named source of the settings' contracts folder."""
     return names_of(settings.contracts_dir, source)

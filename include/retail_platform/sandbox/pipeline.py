@@ -34,45 +34,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from retail_platform.extract.intervals import READ_TO_NOW
+from retail_platform.sandbox.airflow_setup import AirflowFailed, airflow_command, prepare_airflow
 from retail_platform.sandbox.seed import sandbox_source, seed_source, source_is_seeded, source_row_counts
 from retail_platform.settings import Settings
+from retail_platform.sources import extract_dag_ids
 
 log = logging.getLogger(__name__)
 EXECUTION_API_START_TIMEOUT_S = 180
 
 
-class PipelineStepFailed(RuntimeError):
-    pass
-
-
 def _banner(text: str) -> None:
     print(f"\n== {text}", flush=True)
-
-
-def _airflow(args: list[str], log_file: Path, env: dict) -> float:
-    """Run the Airflow CLI; its (long) output goes to a log file, the tail to the screen on failure."""
-    started = time.perf_counter()
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("w") as out:
-        result = subprocess.run(
-            [sys.executable, "-m", "airflow", *args], stdout=out, stderr=subprocess.STDOUT, env=env
-        )
-    seconds = time.perf_counter() - started
-    if result.returncode != 0:
-        tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-40:])
-        raise PipelineStepFailed(f"airflow {' '.join(args)} failed (log: {log_file}):\n{tail}")
-    return seconds
-
-
-def airflow_env(settings: Settings) -> dict:
-    env = dict(os.environ)
-    env.setdefault("AIRFLOW_HOME", str(settings.state_dir / "airflow"))
-    env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(settings.project_dir / "dags"))
-    env.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(settings.project_dir / "plugins"))
-    env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    env.setdefault("RETAIL_STATE_DIR", str(settings.state_dir))
-    Path(env["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
-    return env
 
 
 def shared_airflow_env(settings: Settings) -> dict[str, str]:
@@ -106,7 +78,7 @@ def execution_api(env: dict[str, str], log_file: Path) -> Iterator[dict[str, str
         deadline = time.monotonic() + EXECUTION_API_START_TIMEOUT_S
         while not _answers(f"{url}/execution/health"):
             if server.poll() is not None or time.monotonic() > deadline:
-                raise PipelineStepFailed(
+                raise AirflowFailed(
                     f"Airflow's execution API did not start on {url} (log: {log_file}):\n{log_tail(log_file)}"
                 )
             time.sleep(0.5)
@@ -126,15 +98,11 @@ def run_dags(settings: Settings, env: dict[str, str], dags: list[tuple[str, str]
             # No logical date given: each run's is its own start (`dags test` starts a run at its
             # logical date; one date for all counted the earlier DAGs' time in each later run).
             # An extraction reads the interval that holds now, up to now (extract/intervals.py).
-            conf = ["-c", json.dumps({READ_TO_NOW: True})] if dag_id in extract_dag_ids(settings) else []
-            seconds = _airflow(["dags", "test", dag_id, *conf, "--use-executor"], logs / f"{dag_id}.log", env)
+            reads_now = dag_id in extract_dag_ids(settings.contracts_dir)
+            conf = ["-c", json.dumps({READ_TO_NOW: True})] if reads_now else []
+            log_file = logs / f"{dag_id}.log"
+            seconds = airflow_command(["dags", "test", dag_id, *conf, "--use-executor"], log_file, env)
             print(f"succeeded in {seconds:.0f} s (log: {logs / f'{dag_id}.log'}; task logs in the UI)")
-
-
-def extract_dag_ids(settings: Settings) -> set[str]:
-    from retail_platform.sources import source_names
-
-    return {names.extract_dag_id for names in source_names(settings.contracts_dir)}
 
 
 def _answers(url: str) -> bool:
@@ -143,26 +111,6 @@ def _answers(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
-
-
-def prepare_airflow(settings: Settings, env: dict) -> None:
-    logs = settings.state_dir / "logs"
-    _airflow(["db", "migrate"], logs / "airflow-db-migrate.log", env)
-    for pool, size in pools(settings).items():
-        _airflow(
-            ["pools", "set", pool, str(size), f"retail platform: {pool}"],
-            logs / f"airflow-pool-{pool}.log",
-            env,
-        )
-
-
-def pools(settings: Settings) -> dict[str, int]:
-    """Every source's replica pool (named by its contract) and the warehouse's one-writer pool."""
-    from retail_platform.sources import source_names
-    from retail_platform.warehouse.transform import WAREHOUSE_POOL
-
-    replicas = {names.pool: settings.replica_pool_slots for names in source_names(settings.contracts_dir)}
-    return replicas | {WAREHOUSE_POOL: 1}
 
 
 def run_pipeline(

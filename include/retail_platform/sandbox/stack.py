@@ -30,13 +30,13 @@ import logging
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from retail_platform.sandbox.airflow_setup import airflow_command, airflow_env, prepare_airflow
 from retail_platform.sandbox.launcher import step
 from retail_platform.sandbox.processes import alive
 from retail_platform.sandbox.settings import SandboxSettings
@@ -101,8 +101,6 @@ class Stack:
         )
 
     def airflow_env(self, sandbox_env: dict[str, str]) -> dict[str, str]:
-        from retail_platform.sandbox.pipeline import airflow_env
-
         creds = self.airflow_secrets()
         env = airflow_env(self.settings.platform) | sandbox_env
         # Each task is a process that imports Airflow (~1 CPU s): 32 at once (the default) thrash a
@@ -158,15 +156,6 @@ def _password() -> str:
 def _signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-
-
-def _airflow(args: list[str], env: dict[str, str], log_file: Path) -> None:
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("a") as out:
-        result = subprocess.run([sys.executable, "-m", "airflow", *args], env=env, stdout=out, stderr=out)
-    if result.returncode != 0:
-        tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-30:])
-        raise StackError(f"airflow {' '.join(args)} failed (log {log_file}):\n{tail}")
 
 
 # ---------------------------------------------------------------------- up and down
@@ -237,7 +226,6 @@ def start_airflow(
     stack: Stack, supervisor: Supervisor, sandbox_env: dict[str, str], metadata_url: str
 ) -> None:
     """Migrate, pools, manifest, unpause; the API server; once it answers, the other three."""
-    from retail_platform.sandbox.pipeline import prepare_airflow
     from retail_platform.warehouse.dbt_runner import ensure_manifest
 
     env = stack.airflow_env(sandbox_env) | {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url}
@@ -246,9 +234,8 @@ def start_airflow(
         ensure_manifest(stack.settings.platform)
         # DAGs the DAG processor sees first are created unpaused; those an earlier run left paused
         # are unpaused here.
-        _airflow(
-            ["dags", "unpause", "--treat-dag-id-as-regex", "-y", ".*"], env, stack.log_file("airflow-setup")
-        )
+        unpause = ["dags", "unpause", "--treat-dag-id-as-regex", "-y", ".*"]
+        airflow_command(unpause, stack.log_file("airflow-setup"), env, append=True)
     programs = airflow_programs(stack, env)
     with step(f"Airflow API server on {stack.airflow_url}"):
         supervisor.add(programs["api-server"])

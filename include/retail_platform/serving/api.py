@@ -18,9 +18,7 @@ once from the popular list instead of waiting.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -37,10 +35,13 @@ from retail_platform.serving.events import DeadLetterKind, ShopperEvent
 from retail_platform.serving.handler import Handler, InFlightLimit
 from retail_platform.serving.lake_sink import BufferedLakeWriter
 from retail_platform.serving.records import Origin, OutputRecord, SimilarItem
-from retail_platform.serving.server import ARRIVED_AT, OVERLOADED_BODY, RETRY_AFTER_S
 from retail_platform.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
+# The answer to a request shed for overload (here, and by the server before the app: server.py).
+RETRY_AFTER_S = 1
+OVERLOADED_BODY = b'{"detail": "overloaded: retry after 1 s (the popular list is the fallback)"}'
+ARRIVED_AT = "retail_arrived_at"  # the request's ``scope["state"]`` key, set by the server: epoch seconds
 RECOMMEND_PATH = "/v1/recommendations"
 
 
@@ -338,34 +339,3 @@ def build_app(settings: ServingSettings | None = None) -> FastAPI:
         settings.lake_flush_s,
     )
     return create_app(handler, api_keys, writer)
-
-
-def main(argv: list[str]) -> int:
-    from retail_platform.errors import ConfigurationError
-    from retail_platform.serving.server import serve_api
-
-    parser = argparse.ArgumentParser(prog="retail api", description="the recommendation API")
-    parser.add_argument("--host", default=None, help="default RETAIL_API_HOST (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=None, help="default RETAIL_API_PORT (8600)")
-    parser.add_argument("--workers", type=int, default=None, help="default RETAIL_API_WORKERS")
-    parser.add_argument("--access-log", action="store_true", help="log each request (path and status only)")
-    parser.add_argument(
-        "--shared-port",
-        action="store_true",
-        help="one process (one worker) of several on the port (SO_REUSEPORT), each supervised on its own",
-    )
-    args = parser.parse_args(argv[1:])
-    try:
-        settings = ServingSettings.from_env()
-        serve_api(
-            settings,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            access_log=args.access_log,
-            shared_port=args.shared_port,
-        )
-    except ConfigurationError as exc:  # one line naming the setting, not a traceback
-        print(f"retail api: {exc}", file=sys.stderr)
-        return 2
-    return 0

@@ -29,21 +29,21 @@ Within the limit the app still answers late requests from the popular list.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
 import socket
+import sys
 import time
 from dataclasses import dataclass, replace
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from retail_platform.serving.api import ARRIVED_AT, OVERLOADED_BODY, RETRY_AFTER_S, build_app
 from retail_platform.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
-RETRY_AFTER_S = 1
-OVERLOADED_BODY = b'{"detail": "overloaded: retry after 1 s (the popular list is the fallback)"}'
-ARRIVED_AT = "retail_arrived_at"  # the request's ``scope["state"]`` key: epoch seconds
 LAG_SAMPLE_S = 0.025
 
 
@@ -163,8 +163,6 @@ def _install_overloaded_answer() -> None:
 
 def app_factory():
     """Each worker's app (uvicorn imports this by name to start workers in their own processes)."""
-    from retail_platform.serving.api import build_app
-
     _install_overloaded_answer()
     return build_app()
 
@@ -220,3 +218,33 @@ def shared_socket(host: str, port: int, backlog: int) -> socket.socket:
     sock.bind((host, port))
     sock.listen(backlog)
     return sock
+
+
+def main(argv: list[str]) -> int:
+    from retail_platform.errors import ConfigurationError
+
+    parser = argparse.ArgumentParser(prog="retail api", description="the recommendation API")
+    parser.add_argument("--host", default=None, help="default RETAIL_API_HOST (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="default RETAIL_API_PORT (8600)")
+    parser.add_argument("--workers", type=int, default=None, help="default RETAIL_API_WORKERS")
+    parser.add_argument("--access-log", action="store_true", help="log each request (path and status only)")
+    parser.add_argument(
+        "--shared-port",
+        action="store_true",
+        help="one process (one worker) of several on the port (SO_REUSEPORT), each supervised on its own",
+    )
+    args = parser.parse_args(argv[1:])
+    try:
+        settings = ServingSettings.from_env()
+        serve_api(
+            settings,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            access_log=args.access_log,
+            shared_port=args.shared_port,
+        )
+    except ConfigurationError as exc:  # one line naming the setting, not a traceback
+        print(f"retail api: {exc}", file=sys.stderr)
+        return 2
+    return 0
