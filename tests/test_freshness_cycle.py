@@ -28,6 +28,7 @@ import pytest
 SCHEDULE = "* * * * *"
 POLL_S = 5.0
 MIN_SCHEDULED = 3  # extractions on the schedule before the test judges it
+LAST_START_MINUTE = 50  # later in the hour, the spike would stop rising before the first cycles
 EXTRACT_DAG = "extract_classicmodels"
 TRANSFORM_DAG = "transform_warehouse"
 
@@ -61,6 +62,7 @@ class Observed:
     published: list[tuple[datetime, datetime]] = field(default_factory=list)
     transform_states: list[str] = field(default_factory=list)
     spike_alerted_at: datetime | None = None
+    spike_shown_rising_at: datetime | None = None  # counted by the "Spikes rising now" chart
     transforms_after_alert: int = 0
 
     def ages_after_second_build(self) -> list[tuple[datetime, float, datetime]]:
@@ -114,6 +116,30 @@ def _independent_age_s(source_conn, settings, first_live: int, now: datetime) ->
     return max(0.0, (now - (min(missing) if missing else max(placed.values()))).total_seconds())
 
 
+CHART_DATASET = Path(__file__).resolve().parents[1] / "include/superset/bundle/datasets/retail_warehouse"
+
+
+def _rising_now_count(settings, spike: dict) -> int:
+    """The dashboard's "Spikes rising now" for the spike's product and country: the chart's own
+    metric (its dataset's SQL expression, as Superset runs it) on the published marts."""
+    import yaml
+
+    from retail_platform.warehouse.snapshots import NoPublishedWarehouse, read_only
+
+    dataset = yaml.safe_load((CHART_DATASET / "fct_demand_spikes.yaml").read_text())
+    (metric,) = [m["expression"] for m in dataset["metrics"] if m["metric_name"] == "rising_spikes"]
+    table = f"{dataset['schema']}.{dataset['table_name']}"
+    try:
+        with read_only(settings) as mart:
+            row = mart.execute(
+                f"select {metric} from {table} where product_code = ? and country = ?",
+                [spike["product_code"], spike["country"]],
+            ).fetchone()
+    except NoPublishedWarehouse:
+        return 0
+    return int(row[0])
+
+
 def _metadata(state: Path, observed: Observed) -> None:
     import psycopg
 
@@ -157,6 +183,11 @@ def short_schedule_platform(state_dir):
 
     state = state_dir / "freshness-cycle"
     shutil.rmtree(state, ignore_errors=True)
+    # The spike's second hour is this clock hour: "rising now" holds until the next hour's orders
+    # are built, so the first cycles must come before it (at most ~10 minutes waited, rarely).
+    minute = datetime.now(UTC).minute
+    if minute >= LAST_START_MINUTE:
+        time.sleep((60 - minute) * 60 - datetime.now(UTC).second + 5)
     env = _env(state)
     retail = [sys.executable, "-m", "retail_platform.cli"]
     with pytest.MonkeyPatch.context() as patch:
@@ -216,12 +247,15 @@ def short_schedule_platform(state_dir):
                         ]
                     if observed.spike_alerted_at is None and observed.spike_alerts():
                         observed.spike_alerted_at = now
+                    if observed.spike_shown_rising_at is None and _rising_now_count(settings, spike):
+                        observed.spike_shown_rising_at = now
                     _metadata(state, observed)
                     # A build after the announcement (it would announce again if it could), ages
                     # sampled while the second build with live orders was the published one, and
                     # the scheduled extractions the first test counts (the others can come first).
                     if (
                         observed.transforms_after_alert >= 1
+                        and observed.spike_shown_rising_at is not None
                         and observed.ages_after_second_build()
                         and len(observed.scheduled_extractions()) >= MIN_SCHEDULED
                     ):
@@ -255,5 +289,7 @@ def test_a_spike_injected_while_the_platform_runs_is_announced_exactly_once(shor
     assert seen.transforms_after_alert >= 1, "no build after the announcement to see a repeat"
     (alert,) = alerts
     assert seen.spike["product_code"] in alert["details"]["dashboard_url"]  # opens on the spike's product
+    # and the page counts it rising (the browser test shows that count on the default build)
+    assert seen.spike_shown_rising_at is not None, "never counted by the dashboard's 'Spikes rising now'"
     repeated = [a["details"]["spike_id"] for a in seen.alerts if a["kind"] == "demand_spike"]
     assert len(repeated) == len(set(repeated)), repeated  # no spike, injected or not, told twice

@@ -358,7 +358,9 @@ def test_up_keeps_airflow_metadata_in_postgresql_and_runs_on_schedule(state_dir)
     retail = [sys.executable, "-m", "retail_platform.cli"]
     try:
         # A source seeded long ago (the classic preset's own dates, 2003-2005): `up` brings it to now.
-        seeded = subprocess.run([*retail, "generate", "--preset", "classic"], env=env, capture_output=True, text=True)
+        seeded = subprocess.run(
+            [*retail, "generate", "--preset", "classic"], env=env, capture_output=True, text=True
+        )
         assert seeded.returncode == 0, seeded.stdout[-2000:] + seeded.stderr[-2000:]
         up = subprocess.run(
             [*retail, "up", "--no-dashboard", "--no-serving"],
