@@ -58,10 +58,10 @@ def transform_warehouse():
         return build_task(SETTINGS, ti=ti, dag_run=dag_run)
 
     @task(pool=WAREHOUSE_POOL, outlets=[ANALYTICS_MARTS])
-    def publish_warehouse(build: dict, *, dag_run=None, outlet_events=None) -> dict:
+    def publish_warehouse(build: dict, *, ti=None, dag_run=None, outlet_events=None) -> dict:
         from retail_airflow.warehouse_build import publish_task
 
-        summary = publish_task(SETTINGS, build, dag_run=dag_run)  # includes data_as_of
+        summary = publish_task(SETTINGS, build, ti=ti, dag_run=dag_run)  # includes data_as_of
         outlet_events[ANALYTICS_MARTS].extra = summary
         return summary
 

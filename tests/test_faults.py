@@ -606,6 +606,50 @@ def test_one_build_at_a_time_and_a_killed_holder_never_leaves_the_lock_held(ware
     assert published(settings)[1] == before[1] and published(settings)[0] != before[0]
 
 
+# Holds the build lock as try argv[1] of one Airflow task would, until stopped.
+TASK_TRY_HOLDER = (
+    "import sys, time\n"
+    "from retail_platform.settings import Settings\n"
+    "from retail_platform.warehouse.build_lock import TaskTry, build_lock\n"
+    "attempt = TaskTry('transform_warehouse/run-1/build_warehouse', int(sys.argv[1]))\n"
+    "with build_lock(Settings.from_env(), holder='try ' + sys.argv[1], wait_s=0, task_try=attempt):\n"
+    "    print('locked', flush=True)\n"
+    "    time.sleep(600)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("holding_try", "wanting_try", "stopped"), [(1, 2, True), (2, 1, False), (2, 2, False)]
+)
+def test_a_later_try_of_the_same_task_stops_an_earlier_one_that_holds_the_build_lock(
+    tmp_path, monkeypatch, holding_try, wanting_try, stopped
+):
+    """A scheduler killed mid-build leaves the build's process running unsupervised while Airflow
+    retries the task (soak, 2026-12-07: the retry waited 120 s for it and failed the run). The later
+    try stops it and takes the lock; an earlier or the same try never stops a holder, it waits."""
+    from retail_platform.settings import Settings
+    from retail_platform.warehouse.build_lock import TaskTry, WarehouseBusy, build_lock
+
+    monkeypatch.setenv("RETAIL_STATE_DIR", str(tmp_path))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", TASK_TRY_HOLDER, str(holding_try)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        wanting = TaskTry("transform_warehouse/run-1/build_warehouse", wanting_try)
+        if stopped:
+            with build_lock(Settings.from_env(), holder="the retry", wait_s=2, task_try=wanting):
+                assert holder.wait(timeout=30) == -signal.SIGTERM
+        else:
+            lock = build_lock(Settings.from_env(), holder="the retry", wait_s=2, task_try=wanting)
+            with pytest.raises(WarehouseBusy, match=f"try {holding_try} \\(pid {holder.pid}"), lock:
+                pass
+            assert holder.poll() is None, "a holder that is not an earlier try was stopped"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_sigkill_of_the_transform_mid_build_leaves_the_published_marts_whole(warehouse):
     settings = warehouse[0]
     before = published(settings)

@@ -9,6 +9,7 @@ same as data. Why not astronomer-cosmos: see docs/notes/transform.md.
 from __future__ import annotations
 
 from retail_platform.settings import Settings
+from retail_platform.warehouse.build_lock import TaskTry
 from retail_platform.warehouse.transform import BuildFailed, build, publish
 
 
@@ -17,11 +18,18 @@ def run_holder(dag_run) -> str:
     return f"{dag_run.dag_id} run {dag_run.run_id}" if dag_run is not None else "an Airflow task"
 
 
+def task_try(ti, dag_run) -> TaskTry | None:
+    """This try of this task: a later try stops an earlier one Airflow gave up on (build_lock.py)."""
+    if ti is None or dag_run is None:
+        return None
+    return TaskTry(f"{dag_run.dag_id}/{dag_run.run_id}/{ti.task_id}", int(ti.try_number))
+
+
 def build_task(settings: Settings, *, ti=None, dag_run=None) -> dict:
     """Build and audit; returns the per-node summary. A failed build raises BuildFailed (its one
     alert goes out through the failure notifier; never retried)."""
     try:
-        report = build(settings, holder=run_holder(dag_run))
+        report = build(settings, holder=run_holder(dag_run), task_try=task_try(ti, dag_run))
     except BuildFailed as failed:
         if ti is not None:
             ti.xcom_push(key="dbt_results", value=failed.report.summary())
@@ -29,5 +37,5 @@ def build_task(settings: Settings, *, ti=None, dag_run=None) -> dict:
     return report.summary()
 
 
-def publish_task(settings: Settings, build: dict, *, dag_run=None) -> dict:
-    return publish(settings, build["build_id"], holder=run_holder(dag_run))
+def publish_task(settings: Settings, build: dict, *, ti=None, dag_run=None) -> dict:
+    return publish(settings, build["build_id"], holder=run_holder(dag_run), task_try=task_try(ti, dag_run))

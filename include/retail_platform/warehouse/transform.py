@@ -20,7 +20,7 @@ from pathlib import Path
 from retail_platform.alerts import Alert, deliver, header, scrub, section
 from retail_platform.errors import ReportedFailure, StorageUnusable, unhealable_storage_cause
 from retail_platform.settings import Settings
-from retail_platform.warehouse.build_lock import build_lock
+from retail_platform.warehouse.build_lock import TaskTry, build_lock
 from retail_platform.warehouse.dbt_runner import invoke_dbt, run_dbt, run_results_path
 from retail_platform.warehouse.settings import WarehouseSettings
 from retail_platform.warehouse.snapshots import new_build_id, stage_build, start_build, switch_to
@@ -161,10 +161,13 @@ def build_locked(settings: Settings, dbt_args: list[str] | None = None, *, wait_
     return report
 
 
-def build(settings: Settings, *, holder: str, dbt_args: list[str] | None = None) -> BuildReport:
+def build(
+    settings: Settings, *, holder: str, dbt_args: list[str] | None = None, task_try: TaskTry | None = None
+) -> BuildReport:
     """One audited build under the build lock (the transform DAG's build task)."""
     wait = WarehouseSettings.from_env().lock_wait_s
-    with storage_faults_named(settings), build_lock(settings, holder=holder, wait_s=wait):
+    lock = build_lock(settings, holder=holder, wait_s=wait, task_try=task_try)
+    with storage_faults_named(settings), lock:
         return build_locked(settings, dbt_args, wait_s=wait)
 
 
@@ -197,9 +200,9 @@ def publish_locked(settings: Settings, build_id: str) -> dict:
     return marts_summary(settings)
 
 
-def publish(settings: Settings, build_id: str, *, holder: str) -> dict:
+def publish(settings: Settings, build_id: str, *, holder: str, task_try: TaskTry | None = None) -> dict:
     wait = WarehouseSettings.from_env().lock_wait_s
-    with storage_faults_named(settings), build_lock(settings, holder=holder, wait_s=wait):
+    with storage_faults_named(settings), build_lock(settings, holder=holder, wait_s=wait, task_try=task_try):
         return publish_locked(settings, build_id)
 
 
