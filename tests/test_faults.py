@@ -378,6 +378,15 @@ def test_a_full_disk_while_writing_a_batch_leaves_the_lake_whole(reader, seed_sc
     committed_state_is_whole(lake, "orderdetails")
 
 
+@pytest.fixture(scope="module")
+def seeded_source(mariadb):
+    """The test instance's own `classicmodels` (the DAGs' default source), whatever ran before."""
+    from retail_platform.sandbox.seed import seed_source
+
+    seed_source(preset="classic", replace=True)
+    return mariadb
+
+
 def _all_tried_once(run) -> dict:
     tries = {(ti.task_id, ti.map_index): (ti.state, ti.try_number) for ti in run.get_task_instances()}
     assert all(n <= 1 for _, n in tries.values()), f"retried: {tries}"
@@ -385,7 +394,7 @@ def _all_tried_once(run) -> dict:
 
 
 def test_a_full_lake_fails_the_extraction_once_with_one_alert_naming_every_table(
-    mariadb, airflow_db, own_lake, monkeypatch
+    seeded_source, airflow_db, own_lake, monkeypatch
 ):
     """The lake's disk is full while batches are written. The extraction DAG, with the retry policy
     it ships with: every table fails on its first try (no retries: the disk stays full), silently,
@@ -410,7 +419,9 @@ def test_a_full_lake_fails_the_extraction_once_with_one_alert_naming_every_table
     assert lake_for(own_lake, "classicmodels").committed_batches("orders") == []
 
 
-def test_a_read_only_lake_fails_the_extraction_once_with_one_alert(mariadb, airflow_db, own_lake, tmp_path):
+def test_a_read_only_lake_fails_the_extraction_once_with_one_alert(
+    seeded_source, airflow_db, own_lake, tmp_path
+):
     """The lake is mounted read-only (a bind mount in a mount namespace of its own: root ignores
     chmod). `airflow dags test` of the extraction inside it: one try, one alert naming the cause and
     every table, a failed run."""
