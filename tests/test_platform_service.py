@@ -398,6 +398,10 @@ def test_up_keeps_airflow_metadata_in_postgresql_and_runs_on_schedule(state_dir)
         for_tools = subprocess.run([*retail, "sandbox", "env"], env=shell, capture_output=True, text=True)
         assert "export RETAIL_EXTRACT_SCHEDULE='7 * * * *'" in for_tools.stdout.splitlines()
         assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in for_tools.stdout
+        # a killed scheduler's orphaned tasks are retried within a minute, not five
+        assert (
+            "export AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL='60'" in for_tools.stdout.splitlines()
+        )
         for_tests = subprocess.run(
             [*retail, "sandbox", "env", "--connections-only"], env=shell, capture_output=True, text=True
         )

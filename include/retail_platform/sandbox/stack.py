@@ -106,6 +106,10 @@ class Stack:
         # Each task is a process that imports Airflow (~1 CPU s): 32 at once (the default) thrash a
         # small machine until heartbeats fail. Two a core keeps the cores busy and the machine live.
         env.setdefault("AIRFLOW__CORE__PARALLELISM", str(2 * max(1, len(os.sched_getaffinity(0)))))
+        # A scheduler killed mid-task leaves the task orphaned until a scheduler's periodic check
+        # resets it for a retry: every 300 s by default, which held a build back 5 minutes in the
+        # prod soak (2026-12-07). The check is one query; a build's later try stops the orphan.
+        env.setdefault("AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL", "60")
         env |= {
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__AUTH_MANAGER": (
