@@ -35,10 +35,12 @@ select
     cast(spikes.first_hour_orders as bigint) as first_hour_orders,
     cast(spikes.peak_orders as bigint) as peak_orders,
     cast(spikes.baseline_orders_per_hour as double precision) as baseline_orders_per_hour,
-    -- Peak orders an hour over the baseline, the baseline floored at one order a day.
+    -- Peak orders an hour over what the pair was expected to sell (the higher of its baseline and
+    -- its share of the store's hour: a busy store's spike is not thousands of times its usual),
+    -- floored at one order a day.
     cast(
         spikes.peak_orders / case
-            when spikes.baseline_orders_per_hour > 1.0 / 24 then spikes.baseline_orders_per_hour else 1.0 / 24
+            when spikes.expected_orders > 1.0 / 24 then spikes.expected_orders else 1.0 / 24
         end as double precision
     ) as strength,
     cast(spikes.last_rising_hour = latest.latest_hour as boolean) as is_rising

@@ -5,6 +5,12 @@ lines, and a rating for each newly purchased pair), ships some orders that are i
 process (status, shippedDate, a payment), and commits. It runs on both schema
 variants: ``orderTimestamp`` and ``updated_at`` are filled only where they exist.
 
+The orders follow the source's mix: customers are drawn by their share of the order lines the
+source holds, products by theirs. Only the volume is the live rate's (``up --live 1`` plays a store
+about 240,000 times busier than the classic history); were the mix other than the history's, every
+product × country that the live store favours would rise out of its share of the store's orders,
+which the warehouse's spike rule judges it by, and look like a spike.
+
 With ``spike_every`` a demand spike starts every so often (see ``LiveSpikes``): one product's
 orders from one country rise hour by hour, as the warehouse's spike rule looks for. Each spike is
 written as ground truth (``live_spikes.jsonl`` beside the generator's truth) when it starts, so a
@@ -18,6 +24,7 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -126,6 +133,29 @@ class LiveStore:
         self.msrp_cents = np.array([int(r[1] * 100) for r in rows])
         self.popularity = np.ones(len(self.products))
         self.rating_model = self._rating_model(truth_dir)
+        self.buyer_weights = np.ones(len(self.customers))
+        self._follow_the_source_mix()
+
+    def _follow_the_source_mix(self) -> None:
+        """Weigh customers and products by their order lines in the source, where it has any (see
+        the module's docstring), counted as the warehouse counts demand: cancelled orders left out. A
+        customer or product without any is then never drawn (its share, what the spike rule expects
+        of it, is 0)."""
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT o.customerNumber, d.productCode, COUNT(*) FROM orders o "
+                "JOIN orderdetails d USING (orderNumber) WHERE o.status <> 'Cancelled' "
+                "GROUP BY o.customerNumber, d.productCode"
+            )
+            by_customer, by_product = Counter(), Counter()
+            for customer, product, lines in cur.fetchall():
+                by_customer[int(customer)] += lines
+                by_product[product] += lines
+        self.conn.commit()  # end the read's transaction: ticks see the store as it is then
+        buyers = np.array([by_customer.get(int(c), 0) for c in self.customers], dtype=float)
+        products = np.array([by_product.get(p, 0) for p in self.products], dtype=float)
+        if buyers.sum() > 0 and products.sum() > 0:
+            self.buyer_weights, self.popularity = buyers, products
 
     @property
     def mean_lines(self) -> float:
@@ -180,10 +210,11 @@ class LiveStore:
             cur.execute("SELECT COALESCE(MAX(orderNumber), 10099) FROM orders FOR UPDATE")
             next_number = cur.fetchone()[0] + 1
             p = self.popularity / self.popularity.sum()
+            buyer_p = self.buyer_weights / self.buyer_weights.sum()
             for i, spike_order in enumerate([*[None] * n_orders, *spike_orders]):
                 number = next_number + i
                 if spike_order is None:
-                    customer, spike_product = int(self.rng.choice(self.customers)), None
+                    customer, spike_product = int(self.rng.choice(self.customers, p=buyer_p)), None
                 else:
                     customer, spike_product = spike_order
                 cols = ["orderNumber", "orderDate", "requiredDate", "status", "customerNumber"]
@@ -198,7 +229,7 @@ class LiveStore:
                 if spike_product is None:
                     k = int(self.rng.integers(1, self.max_lines + 1))
                     picks = self.rng.choice(
-                        len(self.products), size=min(k, len(self.products)), replace=False, p=p
+                        len(self.products), size=min(k, int(np.count_nonzero(p))), replace=False, p=p
                     )
                 else:
                     picks = [spike_product]
@@ -313,7 +344,7 @@ class LiveSpikes:
             country = str(rng.choice(self.countries))
             if (store.products[product], country) not in busy:
                 break
-        share = (store.countries == country).mean()
+        share = store.buyer_weights[store.countries == country].sum() / store.buyer_weights.sum()
         popularity = store.popularity[product] / store.popularity.sum()
         usual = self.rate_per_s * 3600 * store.mean_lines * popularity * share
         base = max(2, math.ceil(2 * usual))
