@@ -53,27 +53,19 @@ def play_live(admin, mariadb, tmp_path, monkeypatch, name: str, *, spike_every: 
     return detected, read_live_spikes(truth_dir), stats
 
 
-def test_a_live_store_far_busier_than_its_history_shows_no_spike_it_did_not_inject(
+def test_a_live_store_far_busier_than_its_history_shows_only_the_spike_it_injected(
     mariadb, admin, tmp_path, monkeypatch
 ):
-    """Before the fix, 528 spikes here (every busy pair rose out of a history 240,000 times quieter):
-    each one a Slack message to marketing about nothing."""
+    """Before the fix, 528 spikes here without any injected (every busy pair rose out of a history
+    240,000 times quieter): each one a Slack message to marketing about nothing. The one spike the
+    store injects is found, and nothing else (one play covers both: it takes minutes)."""
     detected, injected, stats = play_live(
-        admin, mariadb, tmp_path, monkeypatch, "live_noise", spike_every=None
+        admin, mariadb, tmp_path, monkeypatch, "live_one_spike", spike_every=timedelta(hours=12)
     )
     assert stats.orders_inserted >= 0.5 * STORE_RATE * 3600 * LIVE_HOURS, (
         stats.orders_inserted
     )  # a loaded machine
-    assert injected == []
-    assert detected == [], f"{len(detected)} spikes nobody injected: {detected}"
-
-
-def test_a_spike_injected_in_a_busy_live_store_is_the_only_one_detected(
-    mariadb, admin, tmp_path, monkeypatch
-):
-    """The rule still finds what the live store injects (it rises out of its share of the store)."""
-    detected, injected, _ = play_live(
-        admin, mariadb, tmp_path, monkeypatch, "live_one_spike", spike_every=timedelta(hours=12)
-    )
     (spike,) = injected
-    assert [(d[0], d[1]) for d in detected] == [(spike["product_code"], spike["country"])], (spike, detected)
+    assert [(d[0], d[1]) for d in detected] == [(spike["product_code"], spike["country"])], (
+        f"{len(detected)} spikes detected, one injected: {spike}, {detected}"
+    )
