@@ -38,38 +38,24 @@ store_hours as (
 -- Each product's, each country's and the whole store's orders before each day it sold: the shares a
 -- pair is expected to take of an hour. All the days before, not a trailing window: a store whose
 -- recent days are thin (a small history, a live store just started) still has its mix.
-product_days as (
-    select product_code, order_day, sum(orders) as orders
-    from daily
-    group by product_code, order_day
-),
+{%- for key in ['product_code', 'country'] %}
+    {{ key }}_days as (
+        select {{ key }}, order_day, sum(orders) as orders
+        from daily
+        group by {{ key }}, order_day
+    ),
 
-product_prior as (
-    select
-        product_code,
-        order_day,
-        coalesce(sum(orders) over (
-            partition by product_code order by order_day rows between unbounded preceding and 1 preceding
-        ), 0) as prior_orders
-    from product_days
-),
+    {{ key }}_prior as (
+        select
+            {{ key }},
+            order_day,
+            coalesce(sum(orders) over (
+                partition by {{ key }} order by order_day rows between unbounded preceding and 1 preceding
+            ), 0) as prior_orders
+        from {{ key }}_days
+    ),
 
-country_days as (
-    select country, order_day, sum(orders) as orders
-    from daily
-    group by country, order_day
-),
-
-country_prior as (
-    select
-        country,
-        order_day,
-        coalesce(sum(orders) over (
-            partition by country order by order_day rows between unbounded preceding and 1 preceding
-        ), 0) as prior_orders
-    from country_days
-),
-
+{% endfor -%}
 store_days as (
     select order_day, sum(orders) as orders
     from daily
@@ -119,15 +105,17 @@ shared as (
             when store_prior.prior_orders > 0
                 then
                     store_hours.orders
-                    * (product_prior.prior_orders * 1.0 / store_prior.prior_orders)
+                    * (product_code_prior.prior_orders * 1.0 / store_prior.prior_orders)
                     * (country_prior.prior_orders * 1.0 / store_prior.prior_orders)
             else 0
         end as share_orders_expected
     from candidates
     inner join store_hours on candidates.order_hour = store_hours.order_hour
     inner join store_prior on candidates.order_day = store_prior.order_day
-    inner join product_prior
-        on candidates.product_code = product_prior.product_code and candidates.order_day = product_prior.order_day
+    inner join product_code_prior
+        on
+            candidates.product_code = product_code_prior.product_code
+            and candidates.order_day = product_code_prior.order_day
     inner join country_prior
         on candidates.country = country_prior.country and candidates.order_day = country_prior.order_day
 ),
