@@ -120,9 +120,14 @@ class Load:
 
 
 def served_by_model(answers) -> list[dict]:
-    """The model's answers; a fallback (a busy machine can push a request past its deadline) must say why."""
+    """The model's answers; a fallback (a busy machine can push a request past its deadline) must say why.
+    Every answer within a second by the server's own clock; none waited on the store, which would
+    take at least libpq's connect timeout on the client's (the client's clock also counts its own
+    threads' turns on a loaded machine: 1.15 s once, 2026-12-07)."""
+    from retail_platform.serving.holder import CONNECT_TIMEOUT_S
+
     for status, body, seconds in answers:
-        assert status == 200 and seconds < 1.0
+        assert status == 200 and body["timings"]["total_ms"] < 1000 and seconds < CONNECT_TIMEOUT_S
         assert body["fallback"] is (body["fallback_reason"] is not None)
     return [body for _, body, _ in answers if not body["fallback"]]
 
