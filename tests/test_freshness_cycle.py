@@ -12,6 +12,7 @@ cycles carry it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -119,22 +120,25 @@ def _independent_age_s(source_conn, settings, first_live: int, now: datetime) ->
 CHART_DATASET = Path(__file__).resolve().parents[1] / "include/superset/bundle/datasets/retail_warehouse"
 
 
-def _rising_now_count(settings, spike: dict) -> int:
-    """The dashboard's "Spikes rising now" for the spike's product and country: the chart's own
-    metric (its dataset's SQL expression, as Superset runs it) on the published marts."""
+@functools.cache
+def _rising_now_query() -> str:
+    """The "Spikes rising now" chart's own metric (its dataset's SQL expression, as Superset runs
+    it), for one product and country; read once from the Superset bundle."""
     import yaml
-
-    from retail_platform.warehouse.snapshots import NoPublishedWarehouse, read_only
 
     dataset = yaml.safe_load((CHART_DATASET / "fct_demand_spikes.yaml").read_text())
     (metric,) = [m["expression"] for m in dataset["metrics"] if m["metric_name"] == "rising_spikes"]
     table = f"{dataset['schema']}.{dataset['table_name']}"
+    return f"select {metric} from {table} where product_code = ? and country = ?"
+
+
+def _rising_now_count(settings, spike: dict) -> int:
+    """The dashboard's "Spikes rising now" for the spike's product and country, on the published marts."""
+    from retail_platform.warehouse.snapshots import NoPublishedWarehouse, read_only
+
     try:
         with read_only(settings) as mart:
-            row = mart.execute(
-                f"select {metric} from {table} where product_code = ? and country = ?",
-                [spike["product_code"], spike["country"]],
-            ).fetchone()
+            row = mart.execute(_rising_now_query(), [spike["product_code"], spike["country"]]).fetchone()
     except NoPublishedWarehouse:
         return 0
     return int(row[0])

@@ -4,6 +4,7 @@ Both commands import this; neither imports the other for it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -35,8 +36,6 @@ def airflow_command(args: list[str], log_file: Path, env: dict[str, str], *, app
 def airflow_env(settings: Settings) -> dict[str, str]:
     """This process's environment with the project's DAGs and plugins and a home in the state folder
     (values the environment sets win)."""
-    import os
-
     env = dict(os.environ)
     env.setdefault("AIRFLOW_HOME", str(settings.state_dir / "airflow"))
     env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(settings.project_dir / "dags"))
