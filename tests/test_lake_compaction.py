@@ -95,10 +95,15 @@ def every_row(lake: RawLake, table: str) -> list[tuple]:
     return sorted((tuple(normalise(v) for v in r.values()) for r in data.to_pylist()), key=repr)
 
 
-def readers_see_whole_files(lake: RawLake, table: str) -> None:
-    """Every file the readers' list names exists with the size and checksum its manifest records."""
+def readers_see_whole_files(lake: RawLake, table: str, previous: set[str] | None = None) -> None:
+    """Every file the readers' list names exists with the size and checksum its manifest records.
+    The list names the index's files, or (after a writer was killed between its index switch and
+    the list) ``previous``, the files it named before, still whole."""
     index = lake.index(table)
     listed = lake.readers_files(table)
+    if previous is not None and listed == previous:
+        assert all(Path(path).is_file() for path in listed), f"{table}: a previous file is gone"
+        return
     assert listed == set(lake.committed_files(table)), f"{table}: readers' list behind the index"
     for batch_id in index.visible():
         manifest = lake.read_manifest(table, batch_id)
@@ -264,6 +269,35 @@ def test_superseded_files_stay_for_the_grace_period(many_batches, tmp_path):
     readers_see_whole_files(lake, "customers")
 
 
+class WriterKilled(BaseException):
+    """A writer's death between its index switch and its readers' list."""
+
+
+def test_a_readers_list_left_behind_is_caught_up_and_its_files_outlive_it(
+    many_batches, tmp_path, monkeypatch
+):
+    folder, _, _ = many_batches
+    lake = copy_of(folder, tmp_path)
+    listed_before = lake.readers_files("orders")
+
+    def killed(*_):
+        raise WriterKilled
+
+    with monkeypatch.context() as patched:
+        patched.setattr(RawLake, "publish_readers_index", killed)
+        with pytest.raises(WriterKilled):
+            compact_table(lake, rule_for(CONTRACT, "orders"))
+    assert lake.readers_files("orders") == listed_before != set(lake.committed_files("orders"))
+    # The garbage run catches the list up, but a query may still read what it named: kept this round.
+    assert collect_garbage(lake, "orders", grace=timedelta(0)) == []
+    readers_see_whole_files(lake, "orders")
+    assert all(Path(path).is_file() for path in listed_before)
+    removed = collect_garbage(lake, "orders", grace=timedelta(0))
+    assert sorted(removed) == sorted(listed_before)
+    on_disk = {str(p) for p in Path(lake.table_dir("orders")).rglob("*.parquet")}
+    assert on_disk == set(lake.committed_files("orders")), "nothing superseded is left for good"
+
+
 # ---------------------------------------------------------------- beside an extraction commit
 
 
@@ -378,16 +412,18 @@ def test_sigkill_during_compaction_never_exposes_a_partial_state(many_batches, t
     killed_mid_run = 0
     for trial in range(8):
         lake = copy_of(folder, tmp_path / f"kill-{trial}")
+        before = {table: lake.readers_files(table) for table in tables}
         process = child(Path(lake.storage.root))
         time.sleep(rng.uniform(0, clean_s))
         killed_mid_run += process.poll() is None
         process.send_signal(signal.SIGKILL)
         process.wait()
         for table in tables:  # readers see the old set or the new one, whole
-            readers_see_whole_files(lake, table)
+            readers_see_whole_files(lake, table, previous=before[table])
             assert staged_rows(lake, table) == expected[table], f"trial {trial}: {table}"
         for table in tables:  # compaction again, then the garbage: nothing of the killed run is left
             compact_table(lake, rule_for(CONTRACT, table))
+            readers_see_whole_files(lake, table)  # a list left behind is caught up
             collect_garbage(lake, table, grace=timedelta(0))
             assert staged_rows(lake, table) == expected[table], f"trial {trial}: {table} after the rerun"
             on_disk = {str(p) for p in Path(lake.table_dir(table)).rglob("*.parquet")}

@@ -316,6 +316,23 @@ class RawLake:
                 return index
             index = newest
 
+    def catch_up_readers_index(self, table: str) -> bool:
+        """Rewrite the readers' list when it names other files than the index: a writer killed
+        between its index switch (the commit point) and the list leaves readers on the previous
+        set, whole, until this runs. Returns whether the list was behind."""
+
+        def catch_up() -> bool:
+            index = self.index(table)
+            if self.readers_files(table) == set(self._files_of(index, table)):
+                return False
+            self.publish_readers_index(table, index)
+            return True
+
+        if self.storage.is_local:
+            with self.storage.locked(self.index_path(table)):
+                return catch_up()
+        return catch_up()
+
     def publish_readers_index(self, table: str, index: TableIndex) -> None:
         """The visible files in Redshift Spectrum's manifest format (an external table's LOCATION),
         which the DuckDB sources read too."""

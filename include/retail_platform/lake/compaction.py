@@ -114,6 +114,10 @@ def compact_table(lake: RawLake, rule: TableRule, *, min_batches: int = 2) -> Co
 def _compact_once(lake: RawLake, rule: TableRule, min_batches: int) -> CompactionResult:
     started = time.perf_counter()
     result = CompactionResult(lake.source, rule.table)
+    if lake.catch_up_readers_index(rule.table):
+        log.warning(
+            "%s.%s: readers' list was behind the index (a writer died); caught up", lake.source, rule.table
+        )
     index = lake.index(rule.table)
     visible, hidden = index.visible(), index.hidden()
     merge = len(visible) >= max(min_batches, 2)
@@ -226,21 +230,28 @@ def collect_garbage(lake: RawLake, table: str, *, grace: timedelta, now: datetim
     """Remove superseded files older than the grace period (never a file readers' list still names),
     and folders of compactions that were killed before their switch; returns the paths removed."""
     now = now or datetime.now(UTC)
+    # Files the list named before a catch-up stay this round: a query may be reading them.
+    live = lake.readers_files(table)
+    lake.catch_up_readers_index(table)
     index = lake.index(table)
     due = [s for s in index.superseded if datetime.fromisoformat(s["since"]) <= now - grace]
-    live = set(lake.committed_files(table)) | lake.readers_files(table)
-    removed = []
+    live |= set(lake.committed_files(table))
+    removed, done = [], []
     for entry in due:
-        removed += _remove_superseded(lake, table, entry, live, index)
-    if due:
-        lake.switch_index(table, lambda current: current.without_superseded(due))
+        gone, whole = _remove_superseded(lake, table, entry, live, index)
+        removed += gone
+        if whole:  # an entry with a file still live waits for the next round
+            done.append(entry)
+    if done:
+        lake.switch_index(table, lambda current: current.without_superseded(done))
     removed += _remove_abandoned_compactions(lake, table, index, now - grace)
     return removed
 
 
 def _remove_superseded(
     lake: RawLake, table: str, entry: dict, live: set[str], index: TableIndex
-) -> list[str]:
+) -> tuple[list[str], bool]:
+    """Delete the entry's files no reader may see; returns them, and whether none was kept."""
     batch_dir = lake.batch_dir(table, entry["batch_id"])
     removed = []
     for relative in entry["files"]:
@@ -248,12 +259,14 @@ def _remove_superseded(
         if path not in live:
             lake.storage.delete(path)
             removed.append(path)
+    if len(removed) < len(entry["files"]):
+        return removed, False
     manifest = lake.read_manifest(table, entry["batch_id"])
     gone_for_good = entry["batch_id"] not in index.batches
     if gone_for_good and manifest is not None and manifest.get("attempt") == entry["attempt"]:
         lake.storage.delete(lake.manifest_path(table, entry["batch_id"]))
         _remove_empty_dir(lake, batch_dir)
-    return removed
+    return removed, True
 
 
 def _remove_abandoned_compactions(
