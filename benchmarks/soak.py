@@ -132,6 +132,7 @@ class Platform:
         self.seed_s = 0.0
         self.killed_at = 0.0  # epoch seconds of the last kill
         self.killed_children: list[int] = []  # its children then (the API's workers, the executor's)
+        self.probe: str | None = None  # the consumer's probe event since the last kill
         self.env = self._env()
 
     def _env(self) -> dict[str, str]:
@@ -229,6 +230,7 @@ class Platform:
             raise SystemExit(f"{part} is not running under the supervisor")
         self.killed_at = time.time()
         self.killed_children = _children(state.pid)
+        self.probe = None
         os.kill(state.pid, signal.SIGKILL)
         return state.pid
 
@@ -281,19 +283,18 @@ def _postgres(platform: Platform) -> bool:
 
 
 def _consumer(platform: Platform) -> bool:
-    """A fresh event's output reaches the lake (only the consumer puts it there)."""
+    """A probe event put on the stream after the kill reaches the lake (only the consumer puts it
+    there): one probe per kill, waited for, since the consumer writes the lake every
+    RETAIL_LAKE_FLUSH_S (5 s), so a fresh probe each poll with a short wait can miss every flush."""
     from retail_platform.sandbox.kinesis import _client
 
-    session = f"probe-{uuid.uuid4().hex[:8]}"
-    _client(platform.kinesis_endpoint()).put_record(
-        StreamName="retail-shopper-events", PartitionKey=session, Data=json.dumps(_event(session, 0))
-    )
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if session in lake_sessions(platform.state, "probe-"):
-            return True
-        time.sleep(0.25)
-    return False
+    if platform.probe is None:
+        session = f"probe-{uuid.uuid4().hex[:8]}"
+        _client(platform.kinesis_endpoint()).put_record(
+            StreamName="retail-shopper-events", PartitionKey=session, Data=json.dumps(_event(session, 0))
+        )
+        platform.probe = session
+    return platform.probe in lake_sessions(platform.state, "probe-")
 
 
 CHECKS = {
@@ -384,11 +385,13 @@ def kill_and_time(platform: Platform, part: str, traffic: Traffic, timeout: floa
     traffic.paused.clear()
     time.sleep(0.5)
     back = wait_until(lambda: platform.answers(part), timeout)
-    return {
-        "part": part,
-        "pid": pid,
-        "back_s": round(time.monotonic() - killed_at, 1) if back else None,
-    }
+    report = {"part": part, "pid": pid, "back_s": round(time.monotonic() - killed_at, 1) if back else None}
+    if not back:  # what the supervisor saw, and the part's last words: for the one reading the report
+        state = platform.supervisor.state(part)
+        log = platform.supervisor.log_file(part)
+        report["supervisor_state"] = None if state is None else f"{state.state} pid {state.pid}"
+        report["log_tail"] = log.read_text(errors="replace")[-2000:] if log.exists() else None
+    return report
 
 
 def _safely(measure, platform: Platform):

@@ -429,7 +429,7 @@ def test_soak_benchmark_smoke(state_dir):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
     (kill,) = report["kills"]
-    assert kill["part"] == "consumer" and kill["back_s"] is not None
+    assert kill["part"] == "consumer" and kill["back_s"] is not None, kill
     assert report["events_accepted"] > 0
     assert report["events_missing"] == report["events_duplicated"] == 0
     assert report["api_errors"] == 0
