@@ -46,7 +46,7 @@ SMOKE = {
         "| extraction interval (clock min) |",
     ),
     "freshness.py": (
-        ["--preset", "classic", "--minutes", "3", "--schedule", "*/1 * * * *", "--state-dir", "{state}"],
+        ["--preset", "classic", "--minutes", "1", "--schedule", "*/1 * * * *", "--state-dir", "{state}"],
         '"steady_cycle_s_median"',
     ),
 }
