@@ -238,9 +238,9 @@ def collect_garbage(lake: RawLake, table: str, *, grace: timedelta, now: datetim
     live |= set(lake.committed_files(table))
     removed, done = [], []
     for entry in due:
-        gone, whole = _remove_superseded(lake, table, entry, live, index)
+        gone = _remove_superseded(lake, table, entry, live, index)
         removed += gone
-        if whole:  # an entry with a file still live waits for the next round
+        if len(gone) == len(entry["files"]):  # an entry with a file still live waits a round
             done.append(entry)
     if done:
         lake.switch_index(table, lambda current: current.without_superseded(done))
@@ -250,8 +250,9 @@ def collect_garbage(lake: RawLake, table: str, *, grace: timedelta, now: datetim
 
 def _remove_superseded(
     lake: RawLake, table: str, entry: dict, live: set[str], index: TableIndex
-) -> tuple[list[str], bool]:
-    """Delete the entry's files no reader may see; returns them, and whether none was kept."""
+) -> list[str]:
+    """Delete the entry's files no reader may see, and its manifest once none is left; returns the
+    files deleted."""
     batch_dir = lake.batch_dir(table, entry["batch_id"])
     removed = []
     for relative in entry["files"]:
@@ -260,13 +261,13 @@ def _remove_superseded(
             lake.storage.delete(path)
             removed.append(path)
     if len(removed) < len(entry["files"]):
-        return removed, False
+        return removed
     manifest = lake.read_manifest(table, entry["batch_id"])
     gone_for_good = entry["batch_id"] not in index.batches
     if gone_for_good and manifest is not None and manifest.get("attempt") == entry["attempt"]:
         lake.storage.delete(lake.manifest_path(table, entry["batch_id"]))
         _remove_empty_dir(lake, batch_dir)
-    return removed, True
+    return removed
 
 
 def _remove_abandoned_compactions(
