@@ -209,39 +209,51 @@ def variants_table(specs: list[str]) -> str:
     data = training_data(read_export(settings.platform))
     split = ev.time_split(data, settings.test_fraction)
     products = ev.catalogue_index(data)
-    segments = {ev.KNOWN: split.known, ev.NEW: split.new}
+    segments = split.segments(products)
     references = ev.baseline_scorers(data, split, products)
     ceiling = ceiling_scorer(settings.ground_truth_dir, products)
     if ceiling is not None:
         references["ceiling"] = ceiling
     scores = {
-        (segment, name): ev.evaluate_method(name, segment, scorer, customers, split, products).per_customer
-        for segment, customers in segments.items()
+        (segment, name): ev.evaluate_method(
+            name, segment, scorer, customers, split, products, carts
+        ).per_customer
+        for segment, customers, carts in segments
         for name, scorer in references.items()
     }
-    known_best = max((b for b in references if b != "ceiling"), key=lambda b: scores[(ev.KNOWN, b)].mean())
+    baselines = [b for b in references if b != "ceiling"]
+    known_best = max(baselines, key=lambda b: scores[(ev.KNOWN, b)].mean())
+    cart_best = max(  # no customer with a cart (a tiny preset): any baseline, nothing to compare
+        baselines, key=lambda b: float(np.mean(scores[(ev.NEW_WITH_CART, b)] if len(split.carts) else 0))
+    )
     new_base = scores[(ev.NEW, "popular_by_country")]
+    cart_base = scores[(ev.NEW_WITH_CART, cart_best)]
     lines = [
-        f"known customers {len(split.known):,}, new {len(split.new):,}; best baseline (known): {known_best} "
-        f"{scores[(ev.KNOWN, known_best)].mean():.4f}; popularity by country (new) {new_base.mean():.4f}"
+        f"known customers {len(split.known):,}, new {len(split.new):,} (with a cart {len(cart_base):,}); "
+        f"best baseline (known): {known_best} {scores[(ev.KNOWN, known_best)].mean():.4f}; popularity by "
+        f"country (new) {new_base.mean():.4f}; best baseline (new with a cart): {cart_best} "
+        f"{cart_base.mean() if len(cart_base) else float('nan'):.4f}"
         + (f"; ceiling (known) {scores[(ev.KNOWN, 'ceiling')].mean():.4f}" if ceiling else ""),
         "",
         "| variant | known NDCG@10 | x best | paired vs best [95% CI] | of ceiling | new NDCG@10 "
-        "| new vs popularity by country [95% CI] | fit CPU s |",
-        "| --- | ---: | ---: | --- | ---: | ---: | --- | ---: |",
+        "| new vs popularity by country [95% CI] | new with a cart NDCG@10 | vs its best baseline [95% CI] "
+        "| fit CPU s |",
+        "| --- | ---: | ---: | --- | ---: | ---: | --- | ---: | --- | ---: |",
     ]
     for spec, params in variants:
         model = train(data, split.train, params)
         scorer = _model_scorer(data, model)
-        known, new = (
-            ev.evaluate_method(spec, segment, scorer, customers, split, products).per_customer
-            for segment, customers in segments.items()
+        known, new, with_cart = (
+            ev.evaluate_method(spec, segment, scorer, customers, split, products, carts).per_customer
+            for segment, customers, carts in segments
         )
         best = scores[(ev.KNOWN, known_best)]
         of_ceiling = f"{known.mean() / scores[(ev.KNOWN, 'ceiling')].mean():.3f}" if ceiling else "–"
         lines.append(
             f"| {spec} | {known.mean():.4f} | {known.mean() / best.mean():.3f} | {ev.paired(known, best)} "
             f"| {of_ceiling} | {new.mean():.4f} | {ev.paired(new, new_base) if len(new) else '–'} "
+            f"| {with_cart.mean() if len(with_cart) else float('nan'):.4f} "
+            f"| {ev.paired(with_cart, cart_base) if len(with_cart) else '–'} "
             f"| {model.train_cpu_seconds:.1f} |"
         )
     return "\n".join(lines)

@@ -22,7 +22,7 @@ class CountryEncoder:
     by_country: dict
     default: np.ndarray
 
-    def embed(self, features: UserFeatures) -> np.ndarray:
+    def embed(self, features: UserFeatures, browsed: np.ndarray | None = None) -> np.ndarray:
         return self.by_country.get((features.country or "").casefold(), self.default)
 
 

@@ -59,6 +59,14 @@ SLOW = {
 }  # a dbt build or Airflow
 
 
+# A second mode of a script, run on the state its first run left: script -> (arguments, expected).
+THEN = {
+    "recommender.py": (
+        ["--preset", "classic", "--state-dir", "{state}", "--variants", "taste", "favourite_line"],
+        "| new with a cart NDCG@10 |",
+    ),
+}
+
 # Scripts whose smoke test lives beside the tests of what they drive: script -> "file::test".
 ELSEWHERE = {"soak.py": "tests/test_platform_service.py::test_soak_benchmark_smoke"}
 
@@ -124,3 +132,16 @@ def test_the_benchmark_starts_measures_and_prints_its_table(script, tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     assert report in output, output[-4000:]
+    if script in THEN:
+        arguments, report = THEN[script]
+        result = subprocess.run(
+            [sys.executable, str(BENCHMARKS / script), *(a.format(state=state) for a in arguments)],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output[-4000:]
+        assert report in output and "| taste |" in output, output[-4000:]

@@ -127,9 +127,9 @@ class SlowEncoder:
     def __init__(self, inner, clock: Clock, seconds: float):
         self.inner, self.clock, self.seconds = inner, clock, seconds
 
-    def embed(self, features):
+    def embed(self, features, browsed=None):
         self.clock.now += self.seconds
-        return self.inner.embed(features)
+        return self.inner.embed(features, browsed)
 
 
 def slow_model(clock: Clock, seconds: float):

@@ -122,7 +122,7 @@ def test_the_budget_runs_from_arrival_so_time_spent_queued_counts(handler):
 
 def test_an_error_in_the_model_path_serves_the_fallback(model):
     class Broken:
-        def embed(self, features):
+        def embed(self, features, browsed=None):
             raise RuntimeError("encoder exploded")
 
     broken = make_model("v1")
@@ -148,9 +148,9 @@ def test_a_request_finishes_on_the_version_it_began_with(model):
     original = model.encoder
 
     class SwapWhileAnswering:
-        def embed(self, features):
+        def embed(self, features, browsed=None):
             holder.snapshot = ServingSnapshot.build(second, make_popular())  # a reload lands mid-request
-            return original.embed(features)
+            return original.embed(features, browsed)
 
     object.__setattr__(model, "encoder", SwapWhileAnswering())
     handler = Handler(holder, HandlerConfig())

@@ -171,4 +171,25 @@ MUTATIONS: tuple[Mutation, ...] = (
         tests=("tests/test_faults.py::test_a_missing_connection_fails_at_once_and_names_it",),
         why="a task whose connection is missing extracts from a sandbox server instead of failing",
     ),
+    Mutation(
+        name="handler-ignores-what-a-new-shopper-browsed",
+        path="include/retail_platform/serving/handler.py",
+        original="encoder.embed(event.features(), browsed)",
+        mutated="encoder.embed(event.features())",
+        tests=(
+            "tests/test_recommender.py::test_the_evaluation_ranks_exactly_what_the_handler_serves[taste]",
+        ),
+        why="the handler embeds a new shopper from their features alone, while the evaluation that "
+        "approved the version folded their cart in: what is served is not what was scored",
+    ),
+    Mutation(
+        name="evaluation-ignores-the-cart",
+        path="include/retail_platform/recommender/evaluation.py",
+        original="else embed(int(c), items[[cart]] if cart >= 0 and not missing[cart] else None)",
+        mutated="else embed(int(c), None)",
+        tests=(
+            "tests/test_recommender.py::test_the_evaluation_ranks_exactly_what_the_handler_serves[taste]",
+        ),
+        why="the evaluation scores new shoppers without their cart, while the handler folds it in",
+    ),
 )

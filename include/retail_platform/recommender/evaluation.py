@@ -6,6 +6,10 @@ baselines beside.
   bought at or after the cutoff: first purchases, and repeat purchases of what they bought before.
 * **Who**: every customer with a purchase in the test period. *Known* customers also bought before
   the split (the model has their id); *new* ones did not (only the features an event carries).
+  *New with a cart*: the new customers again, as the sales platform's event shows them, with one
+  product of their first order in the cart (which product: a fixed hash, not the code, whose prefix
+  encodes the scale); that product is left out of the ranking, as serving leaves the cart out, and
+  out of what is relevant; customers who bought nothing else are left out of this segment.
 * **Ranking**: over the whole catalogue, no sampled negatives, leaving out exactly what serving
   leaves out (``retail_platform.vectors.exclusions``: the cart, which the evaluation has none of;
   not past purchases); relevant = the products bought in the test period.
@@ -38,7 +42,9 @@ from retail_platform.vectors.model import UserFeatures
 
 log = logging.getLogger(__name__)
 K = 10
-KNOWN, NEW = "known", "new"
+KNOWN, NEW, NEW_WITH_CART = "known", "new", "new_with_cart"
+SEGMENTS = (KNOWN, NEW, NEW_WITH_CART)
+SEGMENT_LABELS = {KNOWN: "known customers", NEW: "new customers", NEW_WITH_CART: "new customers with a cart"}
 CHUNK = 4096
 SERVED_TOP_N, SERVED_DAYS = 50, 7  # the popular list as the warehouse builds it (fct_popular_products_7d)
 
@@ -50,6 +56,18 @@ class Split:
     test: pd.DataFrame
     known: np.ndarray  # customer numbers: test customers who bought before the split
     new: np.ndarray  # test customers who did not
+    # New customers (ascending) -> the product in their cart (one of their first order's).
+    carts: pd.Series = field(default_factory=lambda: pd.Series(dtype=object))
+
+    def segments(self, products: pd.Index):
+        """(segment, customers, each one's cart as a column of ``products`` or None) for each segment."""
+        carts = products.get_indexer(self.carts.to_numpy()) if len(self.carts) else np.empty(0, np.int64)
+        keep = carts >= 0
+        return (
+            (KNOWN, self.known, None),
+            (NEW, self.new, None),
+            (NEW_WITH_CART, self.carts.index.to_numpy(np.int64)[keep], carts[keep]),
+        )
 
 
 @dataclass(frozen=True)
@@ -90,8 +108,9 @@ def paired(a: np.ndarray, b: np.ndarray) -> Estimate:
     return Estimate.of(np.asarray(a, float) - np.asarray(b, float))
 
 
-# A method scores the catalogue for a batch of customers: (customers,) -> (customers, products).
-Scorer = Callable[[np.ndarray], np.ndarray]
+# A method scores the catalogue for a batch of customers: (customers, carts=None) -> (customers,
+# products); ``carts``, when given, is each customer's cart product as a catalogue column.
+Scorer = Callable[..., np.ndarray]
 
 
 def catalogue_index(data: TrainingData) -> pd.Index:
@@ -116,7 +135,26 @@ def time_split(data: TrainingData, test_fraction: float) -> Split:
     test_customers = np.sort(test["customer_number"].unique())
     known = np.array([c for c in test_customers if c in seen], dtype=np.int64)
     new = np.array([c for c in test_customers if c not in seen], dtype=np.int64)
-    return Split(pd.Timestamp(cutoff), train, test, known, new)
+    return Split(pd.Timestamp(cutoff), train, test, known, new, first_order_carts(test, new))
+
+
+def first_order_carts(test: pd.DataFrame, new: np.ndarray) -> pd.Series:
+    """One product of each new customer's first order, for those who bought something else too."""
+    frame = test[test["customer_number"].isin(new)].drop_duplicates(["customer_number", "product_code"])
+    if frame.empty:
+        return pd.Series(dtype=object)
+    first = frame.groupby("customer_number")["first_ordered_at"].transform("min")
+    firsts = frame[frame["first_ordered_at"] == first]
+    # A fixed hash picks the product: not the code, whose prefix encodes the scale.
+    key = pd.util.hash_pandas_object(firsts[["customer_number", "product_code"]], index=False)
+    chosen = (
+        firsts.assign(key=key.to_numpy())
+        .sort_values(["customer_number", "key"])
+        .drop_duplicates("customer_number")
+    )
+    others = frame.groupby("customer_number").size()
+    chosen = chosen[chosen["customer_number"].map(others).to_numpy() >= 2]
+    return chosen.set_index("customer_number")["product_code"].sort_index()
 
 
 def _pair_matrix(frame: pd.DataFrame, customers: np.ndarray, products: pd.Index) -> sp.csr_matrix:
@@ -131,13 +169,14 @@ def _pair_matrix(frame: pd.DataFrame, customers: np.ndarray, products: pd.Index)
     return matrix
 
 
-def _excluded_mask(past: sp.csr_matrix, products: pd.Index) -> np.ndarray:
-    """Each customer's excluded products by the served rule (the evaluation has no cart)."""
+def _excluded_mask(past: sp.csr_matrix, products: pd.Index, carts: np.ndarray | None = None) -> np.ndarray:
+    """Each customer's excluded products by the served rule (``carts``: each one's cart column)."""
     codes = products.to_numpy()
     mask = np.zeros(past.shape, bool)
     for row in range(past.shape[0]):
         bought = codes[past.indices[past.indptr[row] : past.indptr[row + 1]]]
-        excluded = excluded_products((), bought)
+        cart = () if carts is None else (codes[carts[row]],)
+        excluded = excluded_products(cart, bought)
         if excluded:
             mask[row, products.get_indexer(list(excluded))] = True
     return mask
@@ -151,29 +190,57 @@ def top_k_rows(scores: np.ndarray, excluded: np.ndarray, k: int = K) -> np.ndarr
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     keys = np.take_along_axis(scores, top, axis=1)
     order = np.lexsort((top, -keys), axis=1)
-    return np.take_along_axis(top, order, axis=1)
+    top = np.take_along_axis(top, order, axis=1)
+    # Rows where equal scores straddle the cut: which of them made the top k was the partition's
+    # choice; rank those rows whole, the lower index first (as serving's top_k does).
+    kth = keys.min(axis=1, keepdims=True)
+    straddle = (scores == kth).sum(axis=1) > (keys == kth).sum(axis=1)
+    for row in np.flatnonzero(straddle):
+        top[row] = np.argsort(-scores[row], kind="stable")[:k]
+    return top
 
 
-def rankings(scorer: Scorer, customers: np.ndarray, split: Split, products: pd.Index, k: int = K):
+def _scores(scorer: Scorer, customers: np.ndarray, carts: np.ndarray | None) -> np.ndarray:
+    return scorer(customers) if carts is None else scorer(customers, carts)
+
+
+def rankings(
+    scorer: Scorer,
+    customers: np.ndarray,
+    split: Split,
+    products: pd.Index,
+    k: int = K,
+    carts: np.ndarray | None = None,
+):
     """The top k product codes the evaluation scores for each customer (what serving must show)."""
     seen = _pair_matrix(split.train, customers, products)
-    top = top_k_rows(scorer(customers), _excluded_mask(seen, products), k)
+    top = top_k_rows(_scores(scorer, customers, carts), _excluded_mask(seen, products, carts), k)
     return [[products[i] for i in row] for row in top]
 
 
 def evaluate_method(
-    name: str, segment: str, scorer: Scorer, customers: np.ndarray, split: Split, products: pd.Index
+    name: str,
+    segment: str,
+    scorer: Scorer,
+    customers: np.ndarray,
+    split: Split,
+    products: pd.Index,
+    carts: np.ndarray | None = None,
 ) -> MethodResult:
-    """Rank the catalogue for each customer with ``scorer`` and score the top 10."""
+    """Rank the catalogue for each customer with ``scorer`` and score the top 10 (``carts``: each
+    customer's cart product, left out of the ranking and of what is relevant)."""
     relevant = _pair_matrix(split.test, customers, products)
     seen = _pair_matrix(split.train, customers, products)
     discounts = 1.0 / np.log2(np.arange(2, K + 2))
     ndcg, recall, shown = [], [], np.zeros(len(products), bool)
     for start in range(0, len(customers), CHUNK):
         batch = slice(start, start + CHUNK)
-        top = top_k_rows(scorer(customers[batch]), _excluded_mask(seen[batch], products))
+        cart = None if carts is None else carts[batch]
+        top = top_k_rows(_scores(scorer, customers[batch], cart), _excluded_mask(seen[batch], products, cart))
         shown[np.unique(top)] = True
         wanted = relevant[batch].toarray()
+        if cart is not None:
+            wanted[np.arange(len(cart)), cart] = 0  # already chosen: not something to find
         hits = np.take_along_axis(wanted, top, axis=1).astype(float)
         n_relevant = wanted.sum(axis=1)
         ideal = np.cumsum(discounts)[np.minimum(n_relevant, K).astype(int) - 1]
@@ -195,7 +262,7 @@ def evaluate_method(
 # ---------------------------------------------------------------------------------- baselines
 def counts_scorer(counts: np.ndarray) -> Scorer:
     row = counts.astype(np.float64)
-    return lambda customers: np.broadcast_to(row, (len(customers), len(row)))
+    return lambda customers, carts=None: np.broadcast_to(row, (len(customers), len(row)))
 
 
 def product_counts(frame: pd.DataFrame, products: pd.Index) -> np.ndarray:
@@ -251,7 +318,7 @@ def country_scorer(data: TrainingData, split: Split, products: pd.Index) -> Scor
         for country, group in frame.groupby("country")
     }
 
-    def score(customers: np.ndarray) -> np.ndarray:
+    def score(customers: np.ndarray, carts: np.ndarray | None = None) -> np.ndarray:
         countries = pd.Series(customers).map(country_of)
         return np.stack([by_country.get(c, overall) for c in countries])
 
@@ -261,7 +328,7 @@ def country_scorer(data: TrainingData, split: Split, products: pd.Index) -> Scor
 def group_scorer(data: TrainingData, split: Split, products: pd.Index, columns: list[str]) -> Scorer:
     """The customer's favourite group of products (product line, or line x scale: the one they
     bought most of before the split), then popularity within it; the rest by popularity. A customer
-    with no history gets popularity in their country."""
+    with no history: the cart's group, as if they had bought it; else popularity in their country."""
     overall = product_counts(split.train, products)
     groups = data.products[columns].astype(str).agg("|".join, axis=1).reindex(products).fillna("")
     group_codes, group_of = np.unique(groups.to_numpy(), return_inverse=True)
@@ -277,8 +344,10 @@ def group_scorer(data: TrainingData, split: Split, products: pd.Index, columns: 
     fallback = country_scorer(data, split, products)
     popularity = overall / max(overall.max(), 1.0)
 
-    def score(customers: np.ndarray) -> np.ndarray:
-        fav = favourite.reindex(customers).to_numpy()
+    def score(customers: np.ndarray, carts: np.ndarray | None = None) -> np.ndarray:
+        fav = favourite.reindex(customers).to_numpy().astype(float)
+        if carts is not None:
+            fav = np.where(np.isnan(fav) & (carts >= 0), group_of[carts], fav)
         known = ~np.isnan(fav)
         out = np.empty((len(customers), len(products)))
         if known.any():
@@ -292,7 +361,8 @@ def group_scorer(data: TrainingData, split: Split, products: pd.Index, columns: 
 
 def cooccurrence_scorer(data: TrainingData, split: Split, products: pd.Index) -> Scorer:
     """Item-item co-occurrence: the sum of the cosine similarities (bought by the same customers)
-    of each product to what the customer bought; no history: popularity in their country."""
+    of each product to what the customer bought (no history: to the cart's product; neither:
+    popularity in their country)."""
     customers = np.sort(split.train["customer_number"].unique())
     bought = _pair_matrix(split.train, customers, products)
     together = (bought.T @ bought).toarray().astype(np.float64)
@@ -303,14 +373,18 @@ def cooccurrence_scorer(data: TrainingData, split: Split, products: pd.Index) ->
     tie_break = 1e-6 * product_counts(split.train, products) / max(len(customers), 1)
     fallback = country_scorer(data, split, products)
 
-    def score(batch: np.ndarray) -> np.ndarray:
+    def score(batch: np.ndarray, carts: np.ndarray | None = None) -> np.ndarray:
         rows = index.get_indexer(batch)
         out = np.empty((len(batch), len(products)))
         known = rows >= 0
         if known.any():
             out[known] = bought[rows[known]] @ similarity + tie_break
-        if (~known).any():
-            out[~known] = fallback(batch[~known])
+        from_cart = ~known & (carts >= 0) if carts is not None else np.zeros(len(batch), bool)
+        if from_cart.any():
+            out[from_cart] = similarity[carts[from_cart]] + tie_break
+        rest = ~known & ~from_cart
+        if rest.any():
+            out[rest] = fallback(batch[rest])
         return out
 
     return score
@@ -341,11 +415,12 @@ def vectors_scorer(
     user_vectors: np.ndarray,
     product_codes: tuple[str, ...],
     item_vectors: np.ndarray,
-    embed: Callable[[int], np.ndarray],
+    embed: Callable[[int, np.ndarray | None], np.ndarray],
     products: pd.Index,
 ) -> Scorer:
     """Inner product of published vectors (in float32, as serving computes it); customers without
-    one are embedded from features, and catalogue products the version does not have rank last."""
+    one are embedded from features and the item vector of their cart's product (as the handler embeds
+    an event's browse history), and catalogue products the version does not have rank last."""
     items = np.full((len(products), item_vectors.shape[1]), 0.0, np.float32)
     present = products.get_indexer(pd.Index(product_codes))
     items[present[present >= 0]] = item_vectors[present >= 0]
@@ -353,10 +428,16 @@ def vectors_scorer(
     missing[present[present >= 0]] = False
     index = pd.Index(customer_numbers)
 
-    def score(customers: np.ndarray) -> np.ndarray:
+    def score(customers: np.ndarray, carts: np.ndarray | None = None) -> np.ndarray:
         rows = index.get_indexer(customers)
+        carts = np.full(len(customers), -1) if carts is None else carts
         users = np.stack(
-            [user_vectors[r] if r >= 0 else embed(int(c)) for r, c in zip(rows, customers, strict=True)]
+            [
+                user_vectors[r]
+                if r >= 0
+                else embed(int(c), items[[cart]] if cart >= 0 and not missing[cart] else None)
+                for r, c, cart in zip(rows, customers, carts, strict=True)
+            ]
         ).astype(np.float32)
         scores = (users @ items.T).astype(np.float64)
         scores[:, missing] = -np.inf

@@ -11,8 +11,10 @@ figures), with a 95% interval:
 2. known customers: the paired difference with the best baseline of all (those, the favourite
    line and its line x scale variant, item-item co-occurrence; never the model's own recipe) lies
    above zero (its interval's lower bound);
-3. new customers: the model is not measurably worse than the best baseline for them (the paired
-   difference's upper bound is not below zero);
+3. new customers, and new customers with one product in the cart (the evaluation's
+   ``new_with_cart``: the baselines read the cart as the customer's history): the model is not
+   measurably worse than the best baseline for them (the paired difference's upper bound is not
+   below zero);
 4. known customers: the model is at most ``tolerance`` (a fraction) below the model in production,
    measured on the same test period, or, when production saw that period, as recorded at its own
    evaluation.
@@ -35,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from retail_platform.recommender.evaluation import KNOWN, NEW, Estimate, paired
+from retail_platform.recommender.evaluation import KNOWN, NEW, NEW_WITH_CART, SEGMENT_LABELS, Estimate, paired
 
 MODEL, PRODUCTION = "model", "production"
 SERVED_TODAY, BEST = "popular_7d", "best"
@@ -77,7 +79,7 @@ class Comparison:
 
     def describe(self) -> str:
         return (
-            f"{self.segment} customers: NDCG@10 {self.model_ndcg:.4f} vs {self.baseline} "
+            f"{SEGMENT_LABELS[self.segment]}: NDCG@10 {self.model_ndcg:.4f} vs {self.baseline} "
             f"{self.baseline_ndcg:.4f}, paired difference {self.difference}"
         )
 
@@ -155,9 +157,9 @@ def _paired_rule(c: Comparison, margin: float) -> tuple[bool, str, str | None]:
     return False, f"{c.describe()}: not above zero", None
 
 
-def _new_rule(c: Comparison | None) -> tuple[bool, str]:
+def _new_rule(c: Comparison | None, segment: str = NEW) -> tuple[bool, str]:
     if c is None:
-        return True, "new customers: none in the test period (not gated)"
+        return True, f"{SEGMENT_LABELS[segment]}: none in the test period (not gated)"
     worse = c.difference.high < 0
     return (not worse), f"{c.describe()}: " + ("worse than" if worse else "not worse than") + f" {c.baseline}"
 
@@ -179,7 +181,7 @@ def decide(
     production_ndcg: float | None = None,
     production_basis: str | None = None,
 ) -> GateDecision:
-    """``scores``: per-customer NDCG@10 by segment (``known``, ``new``) and method (``model`` and the
+    """``scores``: per-customer NDCG@10 by segment (``known``, ``new``, ``new_with_cart``) and method (``model`` and the
     baselines), each method's array over the same customers in the same order."""
     known_scores = scores.get(KNOWN, {})
     popular = best_baseline(KNOWN, known_scores, rules.margin_set())
@@ -189,8 +191,14 @@ def decide(
             f"the gate needs the model and {', '.join(rules.comparison_set())} for known customers"
         )
     new = best_baseline(NEW, scores.get(NEW, {}), rules.comparison_set())
+    with_cart = best_baseline(NEW_WITH_CART, scores.get(NEW_WITH_CART, {}), rules.comparison_set())
     paired_ok, paired_reason, provisional = _paired_rule(known, rules.margin)
-    checks = [_margin_rule(popular, rules.margin), (paired_ok, paired_reason), _new_rule(new)]
+    checks = [
+        _margin_rule(popular, rules.margin),
+        (paired_ok, paired_reason),
+        _new_rule(new),
+        _new_rule(with_cart, NEW_WITH_CART),
+    ]
     if production_ndcg is not None:
         checks.append(_production_rule(known.model_ndcg, production_ndcg, production_basis, rules.tolerance))
     failed = [reason for ok, reason in checks if not ok]
@@ -202,7 +210,7 @@ def decide(
         model_ndcg=known.model_ndcg,
         best_baseline=known.baseline,
         baseline_ndcg=known.baseline_ndcg,
-        comparisons=[c for c in (popular, known, new) if c is not None],
+        comparisons=[c for c in (popular, known, new, with_cart) if c is not None],
         production_ndcg=production_ndcg,
         production_basis=production_basis,
     )

@@ -24,7 +24,9 @@ As vectors (inner product = the score; ``L`` lines, ``S`` scales, ``L + S + 1 <=
 * known customer: ``log P(line | u) - log Z_ul`` per line | ``log w_us`` per scale | 0... | 1, with
   ``Z_ul = sum_s P(s | l) w_us`` the scale step's normaliser;
 * new customer (the encoder's ``customer=*@<country>`` token; ``customer=*`` when the country is
-  unknown): the same with the country's shares and tilt.
+  unknown): the same with the country's shares and tilt; when their event browsed products, those
+  count as purchases would, shrunk towards the country by the same priors (the encoder's session
+  fold, ``vectors/session.py``, published in the spec).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from retail_platform.recommender.data import TrainingData
 from retail_platform.recommender.gate import TASTE
 from retail_platform.recommender.model import FittedModel, TrainParams, feature_spec
 from retail_platform.vectors.encoder import BIAS_COLUMN, IMPUTED_ID, SUM, norm_text
+from retail_platform.vectors.session import SPEC_KEY, SessionFold
 
 UNBOUGHT = 0.5  # a product nobody bought yet counts this many buyers in its group's shares
 
@@ -113,10 +116,19 @@ def fit_taste(data: TrainingData, interactions: pd.DataFrame, params: TrainParam
     every_tilt = _tilt(
         by_scale.sum(axis=0), (by_line @ scale_given_line).sum(axis=0), 1.0, params.country_prior
     )
-    features = user_block(
-        np.vstack([country_line_share, overall_lines]), np.vstack([country_tilt, every_tilt]), 0.0
-    )
+    prior_shares = np.vstack([country_line_share, overall_lines])
+    prior_tilts = np.vstack([country_tilt, every_tilt])
+    features = user_block(prior_shares, prior_tilts, 0.0)
     names = tuple(f"{IMPUTED_ID}@{c}" for c in countries) + (IMPUTED_ID,)
+    session = SessionFold(
+        n_lines,
+        n_scales,
+        float(a),
+        float(b),
+        scale_given_line,
+        dict(zip(names, prior_shares, strict=True)),
+        dict(zip(names, prior_tilts, strict=True)),
+    )
 
     share_in_group = (buyers + UNBOUGHT) / group[line_of, scale_of]
     with np.errstate(divide="ignore"):
@@ -136,7 +148,11 @@ def fit_taste(data: TrainingData, interactions: pd.DataFrame, params: TrainParam
     anywhere = np.log(UNBOUGHT / group.sum())
     item_features[:n_lines, BIAS_COLUMN] = np.log(UNBOUGHT / group.sum(axis=1)) - anywhere
     item_features[n_lines:, BIAS_COLUMN] = anywhere
-    spec = feature_spec(data, params.buckets) | {"weights": SUM, "recipe": TASTE}
+    spec = feature_spec(data, params.buckets) | {
+        "weights": SUM,
+        "recipe": TASTE,
+        SPEC_KEY: session.to_spec(),
+    }
     return FittedModel(
         params=params,
         spec=spec,

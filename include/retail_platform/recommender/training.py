@@ -95,12 +95,13 @@ def train(data: TrainingData, interactions: pd.DataFrame, params: TrainParams) -
 
 
 def _embedder(data: TrainingData, encode):
-    """A customer without a published vector, embedded from what an event carries about them."""
+    """A customer without a published vector, embedded from what an event carries about them (and
+    the item vectors of what it browsed, the cart)."""
 
-    def embed(customer_number: int) -> np.ndarray:
+    def embed(customer_number: int, browsed: np.ndarray | None = None) -> np.ndarray:
         if customer_number in data.customers.index:
-            return encode(ev.as_served(data.user_features(customer_number)))
-        return encode(UserFeatures(customer_number, None, None, None, None))
+            return encode(ev.as_served(data.user_features(customer_number)), browsed)
+        return encode(UserFeatures(customer_number, None, None, None, None), browsed)
 
     return embed
 
@@ -148,10 +149,10 @@ def _reference_scorers(data: TrainingData, split: ev.Split, production: Producti
 def _evaluate_scorers(data, split, scorers: dict) -> list[ev.MethodResult]:
     products = ev.catalogue_index(data)
     results = []
-    for segment, customers in ((ev.KNOWN, split.known), (ev.NEW, split.new)):
+    for segment, customers, carts in split.segments(products):
         for name, scorer in scorers.items():
             if len(customers):
-                results.append(ev.evaluate_method(name, segment, scorer, customers, split, products))
+                results.append(ev.evaluate_method(name, segment, scorer, customers, split, products, carts))
     return results
 
 
@@ -165,10 +166,10 @@ def format_report(results: list[ev.MethodResult], production: Production | None 
         f"{'method':<20} {'customers':>9}  {'NDCG@10 [95% CI]':<26} {'recall@10 [95% CI]':<26} coverage"
         "  model - method, paired [95% CI]"
     ]
-    for segment in (ev.KNOWN, ev.NEW):
+    for segment in ev.SEGMENTS:
         rows = [r for r in results if r.segment == segment]
         if rows:
-            lines.append(f"{segment} customers")
+            lines.append(ev.SEGMENT_LABELS[segment])
         model = next((r for r in rows if r.method == MODEL), None)
         for r in rows:
             diff = "" if model is None or r is model else f"  {ev.paired(model.per_customer, r.per_customer)}"
@@ -245,6 +246,7 @@ def _evaluation_doc(split: ev.Split, settings, production: Production | None, re
             "test_interactions": len(split.test),
             "known_customers": len(split.known),
             "new_customers": len(split.new),
+            "new_customers_with_a_cart": len(split.carts),
         },
         "production": production.version if production else None,
         "results": [r.to_dict() for r in results],
@@ -274,7 +276,7 @@ def recipes_of(settings: RecommenderSettings) -> tuple[str, ...]:
 
 def _merged(model: list[ev.MethodResult], references: list[ev.MethodResult]) -> list[ev.MethodResult]:
     """The model's row first in each segment, then the references'."""
-    return [r for segment in (ev.KNOWN, ev.NEW) for r in (*model, *references) if r.segment == segment]
+    return [r for segment in ev.SEGMENTS for r in (*model, *references) if r.segment == segment]
 
 
 def _candidate(data, split, params: TrainParams, references, production, settings) -> Candidate:

@@ -213,7 +213,10 @@ class Handler:
         vector = snapshot.model.user_vector(event.customer_number)
         if vector is not None:
             return vector, UserSource.PUBLISHED
-        return snapshot.model.encoder.embed(event.features()), UserSource.FEATURES
+        # A shopper the model never saw: their features, and what their event browsed (the encoder
+        # folds it in where the recipe can: the taste model's; the evaluation scores the same way).
+        browsed = snapshot.model.item_vectors[snapshot.indices(event.product_codes())]
+        return snapshot.model.encoder.embed(event.features(), browsed), UserSource.FEATURES
 
     def _fallback(
         self, event, event_id, snapshot: ServingSnapshot, reason, arrival, started, origin

@@ -28,7 +28,7 @@ class FallbackReason(StrEnum):
 
 class UserSource(StrEnum):
     PUBLISHED = "published"  # the published vector of a known customer
-    FEATURES = "features"  # computed from the event's features with the published encoders
+    FEATURES = "features"  # from the event's features (and browse history) with the published encoder
     NONE = "none"  # not computed (fallback)
 
 

@@ -14,7 +14,8 @@ from retail_platform.vectors.model import ModelVersion, PopularList
 
 
 def top_k(scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -> np.ndarray:
-    """Indices of the k highest scores, best first, never an excluded index."""
+    """Indices of the k highest scores, best first (equal scores: the lower index first), never an
+    excluded index."""
     if excluded is not None and excluded.size:
         scores = scores.copy()
         scores[excluded] = -np.inf
@@ -22,6 +23,11 @@ def top_k(scores: np.ndarray, k: int, excluded: np.ndarray | None = None) -> np.
     if k <= 0:
         return np.empty(0, dtype=np.int64)
     part = np.argpartition(-scores, k - 1)[:k]
+    kth = scores[part].min()
+    if np.count_nonzero(scores == kth) > np.count_nonzero(scores[part] == kth):
+        # Equal scores straddle the cut: the lower index goes first, as the evaluation ranks.
+        return np.argsort(-scores, kind="stable")[:k]
+    part = np.sort(part)  # ties within the top k: the lower index first
     return part[np.argsort(-scores[part], kind="stable")]
 
 

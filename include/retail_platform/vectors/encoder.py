@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from retail_platform.vectors.model import DIMENSIONS, UserFeatures
+from retail_platform.vectors.session import SessionFold
 
 BIAS_COLUMN = DIMENSIONS - 1
 MEAN, SUM = "mean", "sum"  # how a bag of tokens' vectors combine (the spec's "weights")
@@ -125,6 +126,7 @@ class FeatureEncoder:
                 f"feature vectors of shape {self.feature_vectors.shape} for {len(self.feature_names)} names"
             )
         object.__setattr__(self, "_index", {name: i for i, name in enumerate(self.feature_names)})
+        object.__setattr__(self, "session", SessionFold.from_spec(self.spec))
 
     def known_tokens(self, features: UserFeatures) -> list[str]:
         tokens = [t for t in customer_tokens(features, self.spec) if t in self._index]
@@ -137,8 +139,16 @@ class FeatureEncoder:
                     break
         return tokens
 
-    def embed(self, features: UserFeatures) -> np.ndarray:
-        rows = [self._index[t] for t in self.known_tokens(features)]
+    def embed(self, features: UserFeatures, browsed: np.ndarray | None = None) -> np.ndarray:
+        """The vector of a customer the model has none for. ``browsed``: the item vectors of the
+        distinct products their event's browse history names (the cart too)."""
+        tokens = self.known_tokens(features)
+        if self.session is not None and browsed is not None and len(browsed):
+            imputed = next((t for t in tokens if t.startswith(IMPUTED_ID)), None)
+            folded = self.session.vector(imputed, browsed, DIMENSIONS) if imputed else None
+            if folded is not None:
+                return folded
+        rows = [self._index[t] for t in tokens]
         vector = np.zeros(DIMENSIONS, dtype=np.float32)
         if rows:
             combine = np.sum if self.spec.get("weights") == SUM else np.mean

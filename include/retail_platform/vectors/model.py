@@ -30,7 +30,9 @@ class UserFeatures:
 class UserEncoder(Protocol):
     """Builds a user vector from features, with the published model's own vocabularies and scalers."""
 
-    def embed(self, features: UserFeatures) -> np.ndarray: ...
+    def embed(self, features: UserFeatures, browsed: np.ndarray | None = None) -> np.ndarray:
+        """``browsed``: the item vectors of what the shopper's event browsed (an encoder may ignore it)."""
+        ...
 
 
 @dataclass(frozen=True)
