@@ -62,7 +62,10 @@ class Split:
     def segments(self, products: pd.Index):
         """(segment, customers, each one's cart as a column of ``products`` or None) for each segment."""
         carts = products.get_indexer(self.carts.to_numpy()) if len(self.carts) else np.empty(0, np.int64)
-        keep = carts >= 0
+        # Something of the catalogue besides the cart left to find.
+        ranked = self.test[self.test["product_code"].isin(products)]
+        others = ranked.groupby("customer_number")["product_code"].nunique()
+        keep = (carts >= 0) & (others.reindex(self.carts.index).fillna(0).to_numpy() >= 2)
         return (
             (KNOWN, self.known, None),
             (NEW, self.new, None),
@@ -115,8 +118,9 @@ Scorer = Callable[..., np.ndarray]
 
 def catalogue_index(data: TrainingData) -> pd.Index:
     """What the evaluation ranks: the training table's products and the catalogue's unseen ones, as
-    a published version holds them."""
-    return pd.Index([*data.products.index, *(f.product_code for f in data.unseen)])
+    a published version holds them: in code order, as serving reads them (equal scores: the lower
+    index, so the lower code, first on both sides)."""
+    return pd.Index(sorted([*data.products.index, *(f.product_code for f in data.unseen)]))
 
 
 def time_split(data: TrainingData, test_fraction: float) -> Split:
@@ -175,7 +179,7 @@ def _excluded_mask(past: sp.csr_matrix, products: pd.Index, carts: np.ndarray | 
     mask = np.zeros(past.shape, bool)
     for row in range(past.shape[0]):
         bought = codes[past.indices[past.indptr[row] : past.indptr[row + 1]]]
-        cart = () if carts is None else (codes[carts[row]],)
+        cart = () if carts is None or carts[row] < 0 else (codes[carts[row]],)
         excluded = excluded_products(cart, bought)
         if excluded:
             mask[row, products.get_indexer(list(excluded))] = True
@@ -240,7 +244,8 @@ def evaluate_method(
         shown[np.unique(top)] = True
         wanted = relevant[batch].toarray()
         if cart is not None:
-            wanted[np.arange(len(cart)), cart] = 0  # already chosen: not something to find
+            rows = np.flatnonzero(cart >= 0)
+            wanted[rows, cart[rows]] = 0  # already chosen: not something to find
         hits = np.take_along_axis(wanted, top, axis=1).astype(float)
         n_relevant = wanted.sum(axis=1)
         ideal = np.cumsum(discounts)[np.minimum(n_relevant, K).astype(int) - 1]

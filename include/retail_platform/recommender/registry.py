@@ -47,11 +47,12 @@ def new_version_id(now: datetime | None = None) -> str:
 
 
 def code_version() -> dict:
-    """What code trained a version: a digest of the recommender package and the encoder, and the git
-    commit if any."""
+    """What code trained a version: a digest of the recommender package, the encoder and its session
+    fold, and the git commit if any."""
     package = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for path in [*sorted(package.glob("*.py")), package.parent / "vectors" / "encoder.py"]:
+    vectors = package.parent / "vectors"
+    for path in [*sorted(package.glob("*.py")), vectors / "encoder.py", vectors / "session.py"]:
         digest.update(path.name.encode() + path.read_bytes())
     commit = None
     try:
