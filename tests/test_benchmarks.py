@@ -112,6 +112,21 @@ def _seed_classic(env: dict) -> None:
     "script",
     [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in sorted(SMOKE)],
 )
+def _run_benchmark(script: str, arguments: list[str], state: Path, env: dict) -> str:
+    """Run ``script`` with ``arguments`` ({state} filled in); its output, once it exited 0."""
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *(a.format(state=state) for a in arguments)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return output
+
+
 def test_the_benchmark_starts_measures_and_prints_its_table(script, tmp_path):
     arguments, report = SMOKE[script]
     state = tmp_path / "state"
@@ -119,29 +134,11 @@ def test_the_benchmark_starts_measures_and_prints_its_table(script, tmp_path):
     try:
         if script == "watch_query.py":
             _seed_classic(env)
-        result = subprocess.run(
-            [sys.executable, str(BENCHMARKS / script), *(a.format(state=state) for a in arguments)],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=1200,
-        )
+        output = _run_benchmark(script, arguments, state, env)
     finally:
         subprocess.run([sys.executable, "-c", STOP_SERVERS], env=env, timeout=300, capture_output=True)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
     assert report in output, output[-4000:]
     if script in THEN:
         arguments, report = THEN[script]
-        result = subprocess.run(
-            [sys.executable, str(BENCHMARKS / script), *(a.format(state=state) for a in arguments)],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        output = result.stdout + result.stderr
-        assert result.returncode == 0, output[-4000:]
+        output = _run_benchmark(script, arguments, state, env)
         assert report in output and "| taste |" in output, output[-4000:]

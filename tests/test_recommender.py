@@ -373,14 +373,19 @@ def test_the_evaluation_ranks_exactly_what_the_handler_serves(classic_build, vec
 
     split = ev.time_split(data, settings.test_fraction)
     products = ev.catalogue_index(data)  # the catalogue's never-ordered product too, as published
-    scorer = ev.vectors_scorer(
-        model.customer_numbers,
-        model.user_vectors,
-        model.product_codes,
-        model.item_vectors,
-        _embedder(data, model.encoder.embed),
-        products,
-    )
+
+    def scorer_of(version):
+        """The evaluation's scorer over a published version's vectors."""
+        return ev.vectors_scorer(
+            version.customer_numbers,
+            version.user_vectors,
+            version.product_codes,
+            version.item_vectors,
+            _embedder(data, version.encoder.embed),
+            products,
+        )
+
+    scorer = scorer_of(model)
     rated = data.customers.index
     known = [c for c in split.known if c in rated][:4]
     customers = np.array(known + [c for c in split.new if c in rated][:2], dtype=np.int64)
@@ -410,14 +415,7 @@ def test_the_evaluation_ranks_exactly_what_the_handler_serves(classic_build, vec
         model, customer_numbers=model.customer_numbers[unseen], user_vectors=model.user_vectors[unseen]
     )
     holder.snapshot = ServingSnapshot.build(strangers, popular)
-    scorer = ev.vectors_scorer(
-        strangers.customer_numbers,
-        strangers.user_vectors,
-        strangers.product_codes,
-        strangers.item_vectors,
-        _embedder(data, strangers.encoder.embed),
-        products,
-    )
+    scorer = scorer_of(strangers)
     carts = products.get_indexer(shoppers.to_numpy())
     with_cart = ev.rankings(scorer, shoppers.index.to_numpy(), split, products, carts=carts)
     without = ev.rankings(scorer, shoppers.index.to_numpy(), split, products)
