@@ -562,6 +562,15 @@ GATE_CASES = [
         True,
         "beats",
     ),
+    (
+        "one new customer with a cart has no interval",  # ./platform run's classic calendar had one
+        _scores(0.08, BASE, 0.051, NEW_BASE)
+        | {"new_with_cart": {"model": np.array([0.3576]), "line_x_scale": np.array([0.4205])}},
+        {},
+        None,
+        True,
+        "beats",
+    ),
     ("no new customers", _scores(0.08, BASE), {}, None, True, "beats"),
     ("production, within tolerance", _scores(0.08, BASE, 0.05, NEW_BASE), {}, 0.084, True, "beats"),
     (

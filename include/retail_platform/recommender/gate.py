@@ -14,7 +14,7 @@ figures), with a 95% interval:
 3. new customers, and new customers with one product in the cart (the evaluation's
    ``new_with_cart``: the baselines read the cart as the customer's history): the model is not
    measurably worse than the best baseline for them (the paired difference's upper bound is not
-   below zero);
+   below zero; a segment of one customer has no interval and is not gated);
 4. known customers: the model is at most ``tolerance`` (a fraction) below the model in production,
    measured on the same test period, or, when production saw that period, as recorded at its own
    evaluation.
@@ -160,6 +160,8 @@ def _paired_rule(c: Comparison, margin: float) -> tuple[bool, str, str | None]:
 def _new_rule(c: Comparison | None, segment: str = NEW) -> tuple[bool, str]:
     if c is None:
         return True, f"{SEGMENT_LABELS[segment]}: none in the test period (not gated)"
+    if c.customers < 2:  # one customer's figure has no interval: it cannot be significantly worse
+        return True, f"{c.describe()}: one customer, no interval (not gated)"
     worse = c.difference.high < 0
     return (not worse), f"{c.describe()}: " + ("worse than" if worse else "not worse than") + f" {c.baseline}"
 
