@@ -108,10 +108,6 @@ def _seed_classic(env: dict) -> None:
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600, capture_output=True)
 
 
-@pytest.mark.parametrize(
-    "script",
-    [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in sorted(SMOKE)],
-)
 def _run_benchmark(script: str, arguments: list[str], state: Path, env: dict) -> str:
     """Run ``script`` with ``arguments`` ({state} filled in); its output, once it exited 0."""
     result = subprocess.run(
@@ -127,6 +123,10 @@ def _run_benchmark(script: str, arguments: list[str], state: Path, env: dict) ->
     return output
 
 
+@pytest.mark.parametrize(
+    "script",
+    [pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name for name in sorted(SMOKE)],
+)
 def test_the_benchmark_starts_measures_and_prints_its_table(script, tmp_path):
     arguments, report = SMOKE[script]
     state = tmp_path / "state"
