@@ -40,7 +40,7 @@ from retail_platform.recommender.data import TrainingData
 from retail_platform.recommender.gate import TASTE
 from retail_platform.recommender.model import FittedModel, TrainParams, feature_spec
 from retail_platform.vectors.encoder import BIAS_COLUMN, IMPUTED_ID, SUM, norm_text
-from retail_platform.vectors.session import SPEC_KEY, SessionFold
+from retail_platform.vectors.session import SPEC_KEY, SessionFold, taste_user_vectors
 
 UNBOUGHT = 0.5  # a product nobody bought yet counts this many buyers in its group's shares
 
@@ -105,12 +105,7 @@ def fit_taste(data: TrainingData, interactions: pd.DataFrame, params: TrainParam
     tilt = _tilt(by_scale, by_line @ scale_given_line, country_tilt[country_of], b)
 
     def user_block(shares: np.ndarray, tilts: np.ndarray, bias: float) -> np.ndarray:
-        normaliser = tilts @ scale_given_line.T  # (rows, lines): sum_s P(s | l) w_s
-        out = np.zeros((len(shares), BIAS_COLUMN + 1), np.float32)
-        out[:, :n_lines] = np.log(shares) - np.log(normaliser)
-        out[:, n_lines : n_lines + n_scales] = np.log(tilts)
-        out[:, BIAS_COLUMN] = bias
-        return out
+        return taste_user_vectors(shares, tilts, scale_given_line, bias, BIAS_COLUMN + 1)
 
     users = user_block(line_share, tilt, 1.0)
     every_tilt = _tilt(

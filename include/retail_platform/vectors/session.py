@@ -28,6 +28,21 @@ import numpy as np
 SPEC_KEY = "session"  # where a published encoder's spec carries the fold
 
 
+def taste_user_vectors(
+    shares: np.ndarray, tilts: np.ndarray, scale_given_line: np.ndarray, bias: float, dimensions: int
+) -> np.ndarray:
+    """Taste-model user vectors (rows): ``log P(line | u) - log Z_l`` per line | ``log w_s`` per scale
+    | 0... | ``bias``, with ``Z_l = sum_s P(s | l) w_s``. One home for the layout: the fit's known
+    customers and countries, and the fold's shoppers."""
+    shares, tilts = np.atleast_2d(shares), np.atleast_2d(tilts)
+    lines, scales = scale_given_line.shape
+    out = np.zeros((len(shares), dimensions), np.float32)
+    out[:, :lines] = np.log(shares) - np.log(tilts @ scale_given_line.T)
+    out[:, lines : lines + scales] = np.log(tilts)
+    out[:, dimensions - 1] = bias
+    return out
+
+
 @dataclass(frozen=True)
 class SessionFold:
     lines: int
@@ -90,8 +105,4 @@ class SessionFold:
         a, b = self.line_prior, self.scale_prior
         share = (n_line + a * self.line_share[token]) / (n_line.sum() + a)
         tilt = (n_scale + b * self.tilt[token]) / (n_line @ self.scale_given_line + b)
-        out = np.zeros(dimensions, np.float32)
-        out[: self.lines] = np.log(share) - np.log(self.scale_given_line @ tilt)
-        out[self.lines : self.lines + self.scales] = np.log(tilt)
-        out[dimensions - 1] = 1.0
-        return out
+        return taste_user_vectors(share, tilt, self.scale_given_line, 1.0, dimensions)[0]
