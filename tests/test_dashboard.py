@@ -98,6 +98,31 @@ def test_the_default_build_ends_now_with_a_spike_rising(demand_warehouse):
     assert (spike["productCode"], spike["country"]) in rising, (spike, rising)
 
 
+@pytest.mark.parametrize(
+    ("age_seconds", "minutes", "colour"),
+    [(0, 1, GREEN), (20, 1, GREEN), (60, 1, GREEN), (61, 2, GREEN), (3600, 60, GREEN), (3601, 61, RED)],
+)
+def test_the_data_age_reads_whole_minutes_never_fresher_than_it_is(age_seconds, minutes, colour):
+    """The "Data age" chart's own metric and colours from the bundle, run in DuckDB: an order
+    seconds old reads one minute (Superset writes a zero duration "0ms"), and green means at
+    most an hour."""
+    import jinja2
+
+    dataset = yaml.safe_load((BUNDLE / "datasets/retail_warehouse/fct_hourly_demand.yaml").read_text())
+    params = yaml.safe_load((BUNDLE / "charts/data_age.yaml").read_text())["params"]
+    (expression,) = [m["expression"] for m in dataset["metrics"] if m["metric_name"] == params["metric"]]
+    now = datetime(2026, 12, 7, 19, 30)
+    metric = jinja2.Template(expression).render(utc_now_sql=lambda: f"timestamp '{now:%Y-%m-%d %H:%M:%S}'")
+    conn = duckdb.connect()
+    conn.execute("create table fct_hourly_demand (last_ordered_at timestamp)")
+    conn.execute("insert into fct_hourly_demand values (?)", [now - timedelta(seconds=age_seconds)])
+    ((shown,),) = conn.execute(f"select {metric} from fct_hourly_demand").fetchall()
+    assert shown == minutes * 60_000
+    red, green = params["conditional_formatting"]
+    assert (red["colorScheme"], green["colorScheme"]) == ("#c62828", "#2e7d32")
+    assert (RED if shown > red["targetValue"] else GREEN) == colour
+
+
 # ---------------------------------------------------------------------- spike alerts
 def test_a_spike_happening_now_goes_to_marketing_once_in_block_kit(demand_warehouse, monkeypatch):
     settings, spike = demand_warehouse.settings, demand_warehouse.spike(rising=True)
@@ -298,9 +323,14 @@ def test_marketing_sees_demand_now_for_the_last_7_days(superset, browser, demand
     assert names == CHARTS
     for response in responses:
         assert response.status == 200, f"{response.url}: {response.status} {response.text()[:300]}"
-        for result in response.json()["result"]:
+        queries = response.request.post_data_json["queries"]
+        for query, result in zip(queries, response.json()["result"], strict=True):
             assert result["status"] == "success" and not result["error"], result
             assert result["rowcount"] > 0, f"{response.url}: no rows in the last 7 days"
+            # At the limit, Superset marks the chart "may show partial data".
+            assert not query.get("row_limit") or result["rowcount"] < query["row_limit"], (
+                f"{response.url}: {result['rowcount']} rows reach the row limit"
+            )
     for name in CHARTS:
         body = chart(page, name)
         assert body.locator('[role="alert"], .ant-alert-error').count() == 0, f"{name}: {body.inner_text()}"
