@@ -34,8 +34,12 @@ CONTRACT = load_contract(ROOT / "include" / "contracts" / "classicmodels.yml")
 TABLES = sorted(CONTRACT.tables)
 
 
+# One clock hour for the module: two intervals of one test never straddle an hour's turn.
+THIS_HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 def hour_interval(hours_ago: int = 0) -> tuple[datetime, datetime]:
-    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours_ago)
+    end = THIS_HOUR - timedelta(hours=hours_ago)
     return end - timedelta(hours=1), end
 
 
@@ -433,24 +437,30 @@ def test_sigkill_at_random_points_never_exposes_a_partial_batch(reader, seed_scr
         "KILL_INTERVAL": "/".join(t.isoformat() for t in interval),
         "KILL_TABLES": ",".join(tables),
     }
-    # How long the extraction itself takes in the child, from "ready" to "done".
-    timing = subprocess.Popen(
-        [sys.executable, "-c", KILL_CHILD],
-        env=env | {"KILL_LAKE": str(tmp_path / "timing")},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert timing.stdout.readline().strip() == "ready"
-    started = time.perf_counter()
-    assert timing.stdout.readline().strip() == "done"
-    clean_run_s = time.perf_counter() - started
-    timing.wait()
+    # How long the extraction itself takes in the child, from "ready" to "done": the faster of two
+    # runs, so that a load spike during the timing does not put most kills after the end.
+    runs = []
+    for attempt in range(2):
+        timing = subprocess.Popen(
+            [sys.executable, "-c", KILL_CHILD],
+            env=env | {"KILL_LAKE": str(tmp_path / f"timing-{attempt}")},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert timing.stdout.readline().strip() == "ready"
+        started = time.perf_counter()
+        assert timing.stdout.readline().strip() == "done"
+        runs.append(time.perf_counter() - started)
+        timing.wait()
+    clean_run_s = min(runs)
     rng = random.Random(1234)
     columns = {t: [c.name for c in CONTRACT.tables[t].columns] for t in tables}
     expected = {t: lake_rows(reference, t, columns[t]) for t in tables}
     killed_mid_run = 0
-    for trial in range(12):
+    for trial in range(24):  # at least 12 trials, more until 8 kills landed while the extraction ran
+        if trial >= 12 and killed_mid_run >= 8:
+            break
         lake_dir = tmp_path / f"kill-{trial}"
         if trial % 2:  # half the trials rewrite an already-committed batch
             extract_all(source, local_lake(lake_dir), *interval, tables=tables)
@@ -479,7 +489,7 @@ def test_sigkill_at_random_points_never_exposes_a_partial_batch(reader, seed_scr
             leftovers = {p.name for p in Path(lake.table_dir(table)).rglob("*.parquet")}
             committed = {f["path"] for m in lake.committed_batches(table) for f in m["files"]}
             assert leftovers == committed, f"trial {trial}: files of the killed attempt were not cleaned up"
-    assert killed_mid_run >= 8, "most kills should land while the extraction runs"
+    assert killed_mid_run >= 8, f"only {killed_mid_run} of 24 kills landed while the extraction ran"
 
 
 def test_unsupported_type_or_missing_cursor_fails_naming_the_column(

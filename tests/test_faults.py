@@ -41,8 +41,12 @@ CONTRACT = load_contract(CONTRACT_PATH)
 REPLICA_VAR = "AIRFLOW_CONN_CLASSICMODELS_REPLICA"
 
 
+# One clock hour for the module: two intervals of one test never straddle an hour's turn.
+THIS_HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 def hour_interval(hours_ago: int = 0) -> tuple[datetime, datetime]:
-    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours_ago)
+    end = THIS_HOUR - timedelta(hours=hours_ago)
     return end - timedelta(hours=1), end
 
 

@@ -220,7 +220,7 @@ def short_schedule_platform(state_dir):
             datetime.fromisoformat(spike["start_hour"]) + timedelta(hours=1),
         )
         store.tick(0, 0, stats, spikes.due_orders(clock(), stats), now=clock())
-        store.close()
+        spike_hour = clock().replace(minute=0, second=0, microsecond=0)
         conn = connect(admin, autocommit=True)
         with conn.cursor() as cur:
             cur.execute("SELECT MAX(orderNumber) FROM orders")
@@ -242,6 +242,10 @@ def short_schedule_platform(state_dir):
                 while time.monotonic() < deadline:
                     time.sleep(POLL_S)
                     now = datetime.now(UTC)
+                    if now.replace(tzinfo=None, minute=0, second=0, microsecond=0) > spike_hour:
+                        # A new clock hour (a slow start): the spike's next hour keeps it rising.
+                        clock.now = spike_hour = now.replace(tzinfo=None, minute=0, second=0, microsecond=0)
+                        store.tick(0, 0, stats, spikes.due_orders(clock(), stats), now=clock())
                     age = _independent_age_s(source, settings, first_live, now)
                     if age is not None:
                         observed.ages.append((now, age))
@@ -266,6 +270,7 @@ def short_schedule_platform(state_dir):
                         break
             finally:
                 source.close()
+                store.close()
             yield observed
         finally:
             subprocess.run([*retail, "down"], env=env, capture_output=True, text=True, timeout=300)

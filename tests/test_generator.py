@@ -536,7 +536,7 @@ def test_live_spikes_rise_hour_by_hour_on_the_source(sql, classic, tmp_path):
     from retail_platform.sandbox.generator.live import SimulatedClock, read_live_spikes
 
     _, db = classic
-    start = datetime(2026, 12, 6, 9, 50)
+    start = datetime(2026, 12, 6, 9, 10)  # hour 9 lasts 1.3 s of wall time: room for a slow start
     stats = run_live(
         db, rate_per_s=2, duration_s=4, tick_s=0.25, seed=3, truth_dir=tmp_path,
         spike_every=timedelta(hours=1), clock=SimulatedClock(start, speed=2.5 * 3600 / 4),

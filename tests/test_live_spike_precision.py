@@ -8,6 +8,7 @@ spike that starts in the live hours must be one the store injected (its ground t
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -28,6 +29,11 @@ def play_live(admin, mariadb, tmp_path, monkeypatch, name: str, *, spike_every: 
     from retail_platform.sandbox.generator.live import SimulatedClock, read_live_spikes, run_live
 
     now = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
+    if now.minute < 2:
+        # The play ends a minute ago: in an hour's first two minutes, the spike's third hour would
+        # never come, and its first alone is too weak to call it rising.
+        time.sleep((2 - now.minute) * 60 - now.second + 5)
+        now = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
     start = now - timedelta(hours=LIVE_HOURS)
     source_db, _ = seed_default_source(admin, mariadb, name, ends_at=start)
     speed = (now - timedelta(minutes=1) - start).total_seconds() / REAL_SECONDS

@@ -27,7 +27,7 @@ NEVER_ORDERED = PRODUCTS[-1]  # in the catalogue, its vector computed from featu
 NOT_IN_CATALOGUE = "S99_9999"  # added on the source after the last build
 
 
-def handler_on(model, popular=None, clock=time.time, deadline_s: float = 0.3) -> Handler:
+def handler_on(model, popular=None, clock=time.time, deadline_s: float = 60) -> Handler:
     holder = ModelHolder(None, CircuitBreaker("test"), Path("/nonexistent/popular.json"), poll_s=1)
     holder.snapshot = ServingSnapshot.build(model, popular or make_popular(codes=PRODUCTS[:60]))
     return Handler(holder, HandlerConfig(top_k=10, deadline_s=deadline_s), clock=clock)
@@ -156,7 +156,7 @@ def test_a_model_step_that_crosses_the_deadline_serves_the_fallback():
 
 def test_a_deadline_fallback_with_a_browse_history_has_similar_items_from_the_anchors_line():
     clock = Clock()
-    handler = handler_on(slow_model(clock, 0.5), clock=clock)
+    handler = handler_on(slow_model(clock, 0.5), clock=clock, deadline_s=0.3)
     anchor, cart = PRODUCTS[7], {PRODUCTS[7], PRODUCTS[10]}
     doc = event(999_999, browse=[(PRODUCTS[10], 1, True), (anchor, 1, True), (PRODUCTS[1], 1, False)])
     record = handle(handler, encode(doc), arrival=clock.now).record
