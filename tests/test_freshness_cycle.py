@@ -221,6 +221,7 @@ def short_schedule_platform(state_dir):
         )
         store.tick(0, 0, stats, spikes.due_orders(clock(), stats), now=clock())
         spike_hour = clock().replace(minute=0, second=0, microsecond=0)
+        store.close()
         conn = connect(admin, autocommit=True)
         with conn.cursor() as cur:
             cur.execute("SELECT MAX(orderNumber) FROM orders")
@@ -245,7 +246,9 @@ def short_schedule_platform(state_dir):
                     if now.replace(tzinfo=None, minute=0, second=0, microsecond=0) > spike_hour:
                         # A new clock hour (a slow start): the spike's next hour keeps it rising.
                         clock.now = spike_hour = now.replace(tzinfo=None, minute=0, second=0, microsecond=0)
+                        store.conn = connect(admin, autocommit=False)  # `up` restarted the source
                         store.tick(0, 0, stats, spikes.due_orders(clock(), stats), now=clock())
+                        store.close()
                     age = _independent_age_s(source, settings, first_live, now)
                     if age is not None:
                         observed.ages.append((now, age))
@@ -270,7 +273,6 @@ def short_schedule_platform(state_dir):
                         break
             finally:
                 source.close()
-                store.close()
             yield observed
         finally:
             subprocess.run([*retail, "down"], env=env, capture_output=True, text=True, timeout=300)
