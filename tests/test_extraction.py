@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from interval_support import hour_interval
 
 from retail_platform.contract.bootstrap import bootstrap_contract
 from retail_platform.contract.model import ExtractionMode, load_contract, parse_contract
@@ -32,15 +33,6 @@ from retail_platform.source.introspect import read_live_schema
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT = load_contract(ROOT / "include" / "contracts" / "classicmodels.yml")
 TABLES = sorted(CONTRACT.tables)
-
-
-# One clock hour for the module: two intervals of one test never straddle an hour's turn.
-THIS_HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def hour_interval(hours_ago: int = 0) -> tuple[datetime, datetime]:
-    end = THIS_HOUR - timedelta(hours=hours_ago)
-    return end - timedelta(hours=1), end
 
 
 def extract_all(reader, lake: RawLake, start, end, *, contract=CONTRACT, tables=None, **options) -> dict:

@@ -24,6 +24,7 @@ import pendulum
 import pytest
 import yaml
 from faultkit import FullDisk, SlackReceiver, TcpProxy
+from interval_support import hour_interval
 
 from retail_platform.contract.model import load_contract
 from retail_platform.extract.local_engine import ExtractionError, extract_batch
@@ -39,15 +40,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CONTRACT_PATH = ROOT / "include" / "contracts" / "classicmodels.yml"
 CONTRACT = load_contract(CONTRACT_PATH)
 REPLICA_VAR = "AIRFLOW_CONN_CLASSICMODELS_REPLICA"
-
-
-# One clock hour for the module: two intervals of one test never straddle an hour's turn.
-THIS_HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def hour_interval(hours_ago: int = 0) -> tuple[datetime, datetime]:
-    end = THIS_HOUR - timedelta(hours=hours_ago)
-    return end - timedelta(hours=1), end
 
 
 def extract_all(reader, lake: RawLake, start, end, *, tables=None) -> dict:

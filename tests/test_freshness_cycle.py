@@ -243,9 +243,10 @@ def short_schedule_platform(state_dir):
                 while time.monotonic() < deadline:
                     time.sleep(POLL_S)
                     now = datetime.now(UTC)
-                    if now.replace(tzinfo=None, minute=0, second=0, microsecond=0) > spike_hour:
+                    hour = now.replace(tzinfo=None, minute=0, second=0, microsecond=0)
+                    if hour > spike_hour:
                         # A new clock hour (a slow start): the spike's next hour keeps it rising.
-                        clock.now = spike_hour = now.replace(tzinfo=None, minute=0, second=0, microsecond=0)
+                        clock.now = spike_hour = hour
                         store.conn = connect(admin, autocommit=False)  # `up` restarted the source
                         store.tick(0, 0, stats, spikes.due_orders(clock(), stats), now=clock())
                         store.close()
